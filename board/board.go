@@ -1,0 +1,93 @@
+// Package board holds the board definitions: which interfaces a board has
+// and what they are called, its watchdog and the kernel modules it needs.
+// Definitions are data (board/<name>/board.yaml) compiled into the binary,
+// so a config can be checked against the board it will run on anywhere.
+package board
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"path"
+	"sort"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+//go:embed */board.yaml
+var files embed.FS
+
+// Board is one supported board.
+type Board struct {
+	Name        string      `yaml:"name"`
+	Description string      `yaml:"description"`
+	Arch        string      `yaml:"arch"`
+	Interfaces  []Interface `yaml:"interfaces"`
+	Watchdog    *Watchdog   `yaml:"watchdog"`
+	Modules     []string    `yaml:"modules"`
+}
+
+// Interface is one network port as the firmware names it.
+type Interface struct {
+	Name string `yaml:"name"`
+	Role string `yaml:"role"` // wan or lan: what the port is meant for
+	// Hotplug ports (USB modems, USB adapters) may appear after boot.
+	Hotplug bool `yaml:"hotplug"`
+}
+
+// Watchdog is the board's hardware watchdog.
+type Watchdog struct {
+	Device  string        `yaml:"device"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Has reports whether the board has an interface of that name.
+func (b *Board) Has(iface string) bool {
+	for _, i := range b.Interfaces {
+		if i.Name == iface {
+			return true
+		}
+	}
+	return false
+}
+
+// InterfaceNames lists the board's interface names in definition order.
+func (b *Board) InterfaceNames() []string {
+	out := make([]string, len(b.Interfaces))
+	for i, iface := range b.Interfaces {
+		out[i] = iface.Name
+	}
+	return out
+}
+
+// Lookup returns the named board definition.
+func Lookup(name string) (*Board, error) {
+	data, err := files.ReadFile(path.Join(name, "board.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("unknown board %q (known: %v)", name, Names())
+	}
+	var b Board
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("board %s: %w", name, err)
+	}
+	if b.Name != name {
+		return nil, fmt.Errorf("board %s: definition names itself %q", name, b.Name)
+	}
+	return &b, nil
+}
+
+// Names lists the known boards, sorted.
+func Names() []string {
+	entries, _ := files.ReadDir(".")
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out
+}

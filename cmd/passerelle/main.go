@@ -1,0 +1,93 @@
+// Command passerelle is the firmware of a Passerelle school gateway: one
+// daemon that configures and supervises the whole box.
+//
+//	passerelle run --config FILE
+//	passerelle check-config [--print-effective] FILE
+//	passerelle version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"passerelle/pkg/config"
+	"passerelle/pkg/version"
+)
+
+const usage = `usage:
+  passerelle run --config FILE          run the box with this configuration
+  passerelle check-config [--print-effective] FILE
+                                        validate a configuration; print it with defaults
+  passerelle version                    print the firmware version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit status: 0 success,
+// 1 failure, 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check-config":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version.String())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "passerelle: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	effective := fs.Bool("print-effective", false, "print the configuration with every default filled in")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "passerelle check-config: expected one FILE\n%s", usage)
+		return 2
+	}
+	cfg, err := config.Load(fs.Arg(0))
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	if *effective {
+		out, err := config.Marshal(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "passerelle check-config: %v\n", err)
+			return 1
+		}
+		stdout.Write(out)
+	}
+	return 0
+}
+
+// printConfigError prints one problem per line, FILE:LINE:COL first, so
+// editors and CI can jump to them.
+func printConfigError(w io.Writer, err error) {
+	var list config.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(w, e.Error())
+		}
+		fmt.Fprintf(w, "%d problem(s) found\n", len(list))
+		return
+	}
+	fmt.Fprintln(w, err)
+}

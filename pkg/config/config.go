@@ -1,0 +1,234 @@
+// Package config is the configuration model of a Passerelle box: one
+// versioned YAML document per box, strictly decoded, with defaults and
+// validation that name the file, line, column and field of every problem.
+//
+// The package is plain data. It must not import kernel libraries
+// (netlink, nftables): the NOC's tools validate configs on machines that are
+// not routers, and the dependency test in this package enforces that.
+//
+// Struct tags drive decoding, defaults and the generated JSON Schema:
+//
+//	yaml:"key"      the key in the document
+//	default:"v"     value used when the key is absent (slices: comma-separated)
+//	required:"true" the key must be present
+//	doc:"..."       description shown in the schema and the reference
+package config
+
+import "net/netip"
+
+// CurrentVersion is the only format version this firmware reads.
+const CurrentVersion = 1
+
+// Config is the whole configuration of one box.
+type Config struct {
+	Version    int        `yaml:"version" required:"true" doc:"Format version of this document; must be 1."`
+	Board      string     `yaml:"board" doc:"Board definition (board/<name>) whose interface names this config uses; when set, every interface is checked against it."`
+	Identity   Identity   `yaml:"identity" required:"true" doc:"Which school this box serves."`
+	Uplinks    []Uplink   `yaml:"uplinks" required:"true" doc:"Internet links, most preferred first: Renater, then backups."`
+	Zones      []Zone     `yaml:"zones" required:"true" doc:"The school's LAN zones."`
+	Firewall   Firewall   `yaml:"firewall" doc:"Traffic allowed between zones, the internet and the tunnel."`
+	DNS        DNS        `yaml:"dns" doc:"The filtering DNS resolver."`
+	Time       Time       `yaml:"time" doc:"Clock synchronisation and the NTP service for the zones."`
+	Tunnel     Tunnel     `yaml:"tunnel" doc:"Overlay tunnel to the academy datacenter (Tailscale with the academy's Headscale)."`
+	Telemetry  Telemetry  `yaml:"telemetry" doc:"Metrics pushed to the academy by Prometheus remote write."`
+	Management Management `yaml:"management" doc:"Signed configuration pushed by the academy NOC."`
+	StatusPage StatusPage `yaml:"status_page" doc:"Local status page for technicians."`
+}
+
+// Identity names the school. The UAI (Unité Administrative Immatriculée) is
+// the national school code: seven digits and a check letter.
+type Identity struct {
+	UAI      string `yaml:"uai" required:"true" doc:"School code (UAI/RNE): 7 digits and a letter, e.g. 0751234A."`
+	Name     string `yaml:"name" required:"true" doc:"School name as staff know it."`
+	Academy  string `yaml:"academy" required:"true" doc:"Academy (académie) that manages the box, lower case, e.g. paris."`
+	Hostname string `yaml:"hostname" doc:"Host name of the box; default passerelle-<uai in lower case>."`
+}
+
+// Uplink is one internet link.
+type Uplink struct {
+	Name       string       `yaml:"name" required:"true" doc:"Name of the link, e.g. renater or backup4g."`
+	Interface  string       `yaml:"interface" required:"true" doc:"Interface carrying the link, e.g. wan0."`
+	Addressing Addressing   `yaml:"addressing" default:"static" doc:"How the link gets its address: static or dhcp."`
+	Address    netip.Prefix `yaml:"address" doc:"Static address with prefix length, e.g. 192.0.2.2/30 (static only)."`
+	Gateway    netip.Addr   `yaml:"gateway" doc:"Next hop of the default route (static only); must be inside address."`
+	Priority   int          `yaml:"priority" default:"1" doc:"Lower is preferred; links of equal priority share new flows by weight (1-100)."`
+	Weight     int          `yaml:"weight" default:"1" doc:"Share of new flows among healthy links of equal priority (1-100)."`
+	MTU        int          `yaml:"mtu" doc:"Interface MTU (576-9000); 0 keeps the driver's."`
+	Probe      Probe        `yaml:"probe" doc:"Health probes sent through this link."`
+}
+
+// Probe tunes how an uplink's health is measured. The defaults detect a
+// silent failure in under a second without flapping on a lossy line.
+type Probe struct {
+	Targets     []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link (ICMP echo)."`
+	Interval    Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
+	Timeout     Duration     `yaml:"timeout" default:"300ms" doc:"How long to wait for each answer (10ms-10s)."`
+	Quorum      int          `yaml:"quorum" doc:"Targets that must answer for a round to pass; default a majority."`
+	DownAfter   int          `yaml:"down_after" default:"3" doc:"Failed rounds in a row before the link is offline (1-100)."`
+	UpAfter     int          `yaml:"up_after" default:"5" doc:"Good rounds in a row before an offline link is used again (1-1000)."`
+	DegradedRTT Duration     `yaml:"degraded_rtt" default:"250ms" doc:"Round-trip time above which the link is degraded."`
+	DegradedLoss int         `yaml:"degraded_loss" default:"20" doc:"Loss percentage over the last rounds above which the link is degraded (1-100)."`
+}
+
+// Zone is one LAN segment of the school.
+type Zone struct {
+	Name       string       `yaml:"name" required:"true" doc:"Short name: lower-case letters, digits and _ (at most 15), e.g. peda."`
+	Kind       ZoneKind     `yaml:"kind" required:"true" doc:"pedagogical, administrative, guest or dmz: sets the firewall defaults."`
+	Interfaces []string     `yaml:"interfaces" required:"true" doc:"Interfaces of the zone; more than one are bridged."`
+	Subnet     netip.Prefix `yaml:"subnet" required:"true" doc:"IPv4 subnet of the zone, e.g. 10.10.0.0/24."`
+	Address    netip.Addr   `yaml:"address" required:"true" doc:"The box's address in the zone (gateway, DNS, NTP for clients)."`
+	DNSProfile string       `yaml:"dns_profile" doc:"Name of the DNS profile applied to the zone's clients; required for pedagogical and guest zones."`
+	DHCP       DHCP         `yaml:"dhcp" doc:"DHCP service in the zone."`
+}
+
+// DHCP is the DHCP service of one zone.
+type DHCP struct {
+	Enabled      bool          `yaml:"enabled" default:"true" doc:"Serve DHCP in this zone."`
+	RangeStart   netip.Addr    `yaml:"range_start" doc:"First address handed out; default the 10th host of the subnet."`
+	RangeEnd     netip.Addr    `yaml:"range_end" doc:"Last address handed out; default the last host but one."`
+	LeaseTime    Duration      `yaml:"lease_time" doc:"Lease duration (2m-30d); default 12h, 2h in guest zones."`
+	Domain       string        `yaml:"domain" doc:"Domain name given to clients; default <zone>.<hostname>.lan."`
+	Reservations []Reservation `yaml:"reservations" doc:"Fixed addresses for known devices."`
+}
+
+// Reservation gives one device a fixed address.
+type Reservation struct {
+	Name    string     `yaml:"name" doc:"What the device is, e.g. printer-cdi."`
+	MAC     MAC        `yaml:"mac" required:"true" doc:"Hardware address, e.g. 00:11:22:33:44:55."`
+	Address netip.Addr `yaml:"address" required:"true" doc:"Address inside the zone subnet."`
+}
+
+// Firewall lists what may cross the box, on top of each zone kind's defaults.
+type Firewall struct {
+	Forwardings  []Forwarding  `yaml:"forwardings" doc:"Zone pairs allowed to open connections, beyond the kind defaults."`
+	Rules        []Rule        `yaml:"rules" doc:"Specific rules, evaluated in order before forwardings."`
+	PortForwards []PortForward `yaml:"port_forwards" doc:"Inbound ports from the uplinks forwarded to servers (DMZ)."`
+}
+
+// Forwarding allows connections from one zone to another. Besides zone
+// names, "internet" (the uplinks) and "tunnel" (the academy overlay) are
+// valid ends.
+type Forwarding struct {
+	From string `yaml:"from" required:"true" doc:"Source zone, or tunnel."`
+	To   string `yaml:"to" required:"true" doc:"Destination zone, internet or tunnel."`
+}
+
+// Rule is one explicit firewall rule.
+type Rule struct {
+	Name        string         `yaml:"name" required:"true" doc:"Name shown with the rule's counters."`
+	From        string         `yaml:"from" required:"true" doc:"Source zone, internet or tunnel."`
+	To          string         `yaml:"to" required:"true" doc:"Destination zone, internet, tunnel or box (the box itself)."`
+	Protocol    Protocol       `yaml:"protocol" default:"any" doc:"tcp, udp, icmp or any."`
+	Ports       []PortRange    `yaml:"ports" doc:"Destination ports or ranges (tcp and udp only), e.g. 443 or 8000-8080."`
+	Source      []netip.Prefix `yaml:"source" doc:"Restrict to these source prefixes."`
+	Destination []netip.Prefix `yaml:"destination" doc:"Restrict to these destination prefixes."`
+	Action      Action         `yaml:"action" required:"true" doc:"accept, drop or reject."`
+}
+
+// PortForward publishes a server behind the box.
+type PortForward struct {
+	Name      string     `yaml:"name" required:"true" doc:"Name of the forward, e.g. web-ent."`
+	Uplink    string     `yaml:"uplink" doc:"Uplink it is published on; default every uplink."`
+	Protocol  Protocol   `yaml:"protocol" default:"tcp" doc:"tcp or udp."`
+	Port      PortRange  `yaml:"port" required:"true" doc:"Public port or range."`
+	ToAddress netip.Addr `yaml:"to_address" required:"true" doc:"Server address, inside a LAN zone (usually the DMZ)."`
+	ToPort    int        `yaml:"to_port" doc:"Server port; default the public port."`
+}
+
+// DNS configures the filtering resolver.
+type DNS struct {
+	Upstreams         []Upstream          `yaml:"upstreams" doc:"Resolvers queries are forwarded to; default Renater's."`
+	ConditionalForwards []ConditionalForward `yaml:"conditional_forwards" doc:"Domains sent to specific servers (academy names, the tailnet)."`
+	Lists             Lists               `yaml:"lists" doc:"Where the UT1 category lists come from."`
+	Profiles          []Profile           `yaml:"profiles" doc:"Filtering profiles that zones refer to."`
+	Cache             Cache               `yaml:"cache" doc:"Answer cache."`
+	Privacy           Privacy             `yaml:"privacy" doc:"What the resolver may record about queries."`
+	RateLimit         int                 `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
+}
+
+// Upstream is one forwarding resolver.
+type Upstream struct {
+	Address netip.AddrPort `yaml:"address" required:"true" doc:"Resolver address and port, e.g. 193.51.24.1:53."`
+	Uplink  string         `yaml:"uplink" doc:"Pin queries to this uplink; default whichever is active."`
+}
+
+// ConditionalForward sends one domain's queries to specific servers.
+type ConditionalForward struct {
+	Domain  string           `yaml:"domain" required:"true" doc:"Domain (and its subdomains), e.g. ac-paris.fr."`
+	Servers []netip.AddrPort `yaml:"servers" required:"true" doc:"Servers for that domain."`
+}
+
+// Lists says where category lists are fetched and kept.
+type Lists struct {
+	Source    string   `yaml:"source" doc:"URL of the academy's UT1 mirror (http or https); empty keeps the lists on the box."`
+	Directory string   `yaml:"directory" default:"/perm/lists/ut1" doc:"Where the last good lists are kept."`
+	Refresh   Window   `yaml:"refresh" default:"02:00-05:00" doc:"Daily window in which lists are refreshed, outside school hours."`
+	MaxShrink int      `yaml:"max_shrink" default:"50" doc:"Refuse an update that shrinks a category by more than this percentage (1-100)."`
+}
+
+// Profile is a filtering policy.
+type Profile struct {
+	Name          string        `yaml:"name" required:"true" doc:"Profile name that zones refer to."`
+	Categories    []string      `yaml:"categories" doc:"UT1 categories applied (black categories block, white ones allow)."`
+	Allow         []string      `yaml:"allow" doc:"Domains always allowed, with their subdomains (allow wins over deny)."`
+	Deny          []string      `yaml:"deny" doc:"Domains always blocked, with their subdomains."`
+	SafeSearch    SafeSearch    `yaml:"safe_search" default:"strict" doc:"Safe search on Google, YouTube, Bing, DuckDuckGo, Qwant, Ecosia: strict, moderate or off."`
+	BlockResponse BlockResponse `yaml:"block_response" default:"nxdomain" doc:"Answer for blocked names: nxdomain, or blockpage (the box's block page address)."`
+	Minors        bool          `yaml:"minors" default:"true" doc:"The profile protects minors: bypass defences on, doh and vpn categories blocked."`
+	FailClosed    bool          `yaml:"fail_closed" default:"true" doc:"Until lists are loaded, answer every name as blocked."`
+}
+
+// Cache bounds the resolver's answer cache.
+type Cache struct {
+	Size   int      `yaml:"size" default:"20000" doc:"Entries kept (0 disables the cache, at most 10000000)."`
+	MinTTL Duration `yaml:"min_ttl" default:"0s" doc:"Lower bound applied to answer TTLs."`
+	MaxTTL Duration `yaml:"max_ttl" default:"24h" doc:"Upper bound applied to answer TTLs."`
+	ServeStale bool `yaml:"serve_stale" default:"true" doc:"Answer from expired entries when every upstream fails (RFC 8767)."`
+}
+
+// Privacy limits what is kept about minors' activity.
+type Privacy struct {
+	QueryLog  QueryLog `yaml:"query_log" default:"off" doc:"off (aggregate counters only) or blocked (blocked queries, client address hashed with a daily key)."`
+	Retention Duration `yaml:"retention" default:"168h" doc:"How long the blocked-query log is kept (1h-30d)."`
+}
+
+// Time configures the clock.
+type Time struct {
+	Servers []string `yaml:"servers" default:"ntp.renater.fr" doc:"NTP servers the box synchronises with (host names or addresses)."`
+	Serve   bool     `yaml:"serve" default:"true" doc:"Answer NTP queries from the LAN zones."`
+}
+
+// Tunnel is the overlay link to the academy datacenter.
+type Tunnel struct {
+	Enabled         bool           `yaml:"enabled" doc:"Keep the tunnel to the academy up."`
+	ControlURL      string         `yaml:"control_url" doc:"Coordination server (the academy's Headscale), https URL."`
+	AuthKeyFile     string         `yaml:"auth_key_file" default:"/perm/tunnel/authkey" doc:"File holding the pre-authorised key."`
+	AdvertiseRoutes []netip.Prefix `yaml:"advertise_routes" doc:"School subnets offered to the academy; each must be a zone subnet."`
+	AcademyPrefixes []netip.Prefix `yaml:"academy_prefixes" doc:"Datacenter prefixes reached through the tunnel."`
+}
+
+// Telemetry pushes metrics to the academy.
+type Telemetry struct {
+	Enabled        bool     `yaml:"enabled" doc:"Push metrics."`
+	RemoteWriteURL string   `yaml:"remote_write_url" doc:"Prometheus remote-write endpoint, http or https URL."`
+	Interval       Duration `yaml:"interval" default:"60s" doc:"Time between pushes (10s-1h)."`
+}
+
+// Management controls configuration pushed by the NOC.
+type Management struct {
+	TrustedKeys    []TrustedKey `yaml:"trusted_keys" doc:"Keys whose signatures the box accepts on pushed configuration."`
+	ConfirmTimeout Duration     `yaml:"confirm_timeout" default:"5m" doc:"A pushed config that does not reach the NOC again within this time is rolled back (30s-1h)."`
+}
+
+// TrustedKey is one NOC signing key.
+type TrustedKey struct {
+	Name      string    `yaml:"name" required:"true" doc:"Who holds the key, e.g. noc-paris-2026."`
+	PublicKey PublicKey `yaml:"public_key" required:"true" doc:"Ed25519 public key, base64 (32 bytes)."`
+}
+
+// StatusPage is the technicians' local page.
+type StatusPage struct {
+	Enabled bool     `yaml:"enabled" default:"true" doc:"Serve the status page."`
+	Port    int      `yaml:"port" default:"80" doc:"TCP port on the box's zone addresses."`
+	Zones   []string `yaml:"zones" doc:"Zones allowed to see it; default the administrative zones."`
+}

@@ -1,0 +1,92 @@
+package config
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// Defaults live in two places only: the default tags on the types (static
+// values, shown in the schema), and applyDerived below (values computed from
+// other fields). `passerelle check-config --print-effective` shows the result.
+
+// DefaultUpstreams are Renater's public resolvers, used when dns.upstreams
+// is empty.
+var defaultUpstreams = []string{"193.51.24.1:53", "193.51.25.1:53"}
+
+// New returns a Config holding every static default, as if decoded from an
+// empty document.
+func New() *Config {
+	c := &Config{}
+	applyDefaults(reflect.ValueOf(c).Elem())
+	return c
+}
+
+// applyDerived fills defaults that depend on other fields. It runs after
+// decoding and before validation, and only fills what is unset, so it is
+// idempotent.
+func applyDerived(c *Config) {
+	if c.Identity.Hostname == "" && c.Identity.UAI != "" {
+		c.Identity.Hostname = "passerelle-" + strings.ToLower(c.Identity.UAI)
+	}
+	for i := range c.Uplinks {
+		p := &c.Uplinks[i].Probe
+		if p.Quorum == 0 {
+			p.Quorum = len(p.Targets)/2 + 1
+		}
+	}
+	for i := range c.Zones {
+		z := &c.Zones[i]
+		d := &z.DHCP
+		if d.LeaseTime == 0 {
+			d.LeaseTime = Duration(12 * time.Hour)
+			if z.Kind == KindGuest {
+				d.LeaseTime = Duration(2 * time.Hour) // phones come and go
+			}
+		}
+		if d.Domain == "" && z.Name != "" && c.Identity.Hostname != "" {
+			d.Domain = z.Name + "." + c.Identity.Hostname + ".lan"
+		}
+		if z.Subnet.IsValid() && z.Subnet.Addr().Is4() && z.Subnet.Bits() <= 28 {
+			first, last := hostRange(z.Subnet.Masked())
+			if !d.RangeStart.IsValid() {
+				d.RangeStart = nth(first, 9) // leave the first hosts for the box and servers
+			}
+			if !d.RangeEnd.IsValid() {
+				d.RangeEnd = last.Prev()
+			}
+		}
+	}
+	if len(c.DNS.Upstreams) == 0 {
+		for _, s := range defaultUpstreams {
+			c.DNS.Upstreams = append(c.DNS.Upstreams, Upstream{Address: netip.MustParseAddrPort(s)})
+		}
+	}
+	if c.StatusPage.Zones == nil {
+		c.StatusPage.Zones = []string{}
+		for _, z := range c.Zones {
+			if z.Kind == KindAdministrative {
+				c.StatusPage.Zones = append(c.StatusPage.Zones, z.Name)
+			}
+		}
+	}
+}
+
+// hostRange returns the first and last usable host of an IPv4 subnet.
+func hostRange(p netip.Prefix) (first, last netip.Addr) {
+	first = p.Addr().Next()
+	a := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= host
+	last = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).Prev()
+	return first, last
+}
+
+func nth(a netip.Addr, n int) netip.Addr {
+	for range n {
+		a = a.Next()
+	}
+	return a
+}

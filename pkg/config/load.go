@@ -1,0 +1,107 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+)
+
+// MaxFileSize bounds a configuration document; a real one is a few KiB.
+const MaxFileSize = 1 << 20
+
+// Load reads and parses a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, completes and validates one document. file names the
+// source in errors. On failure the error is an ErrorList holding every
+// problem, each with FILE:LINE:COL and the field path, sorted by position.
+func Parse(file string, data []byte) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, ErrorList{{File: file, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is %d bytes, more than the %d a configuration may have", len(data), MaxFileSize)}}
+	}
+	cfg := New()
+	d := &decoder{pos: map[string]Pos{}}
+	d.decodeDocument(data, cfg)
+	list := d.list
+	if len(list) == 0 {
+		// Validation of a half-decoded document would report the same
+		// problems twice, so it runs on a cleanly decoded one only.
+		applyDerived(cfg)
+		var vl ErrorList
+		if err := cfg.Validate(); err != nil && !errors.As(err, &vl) {
+			return nil, err
+		}
+		for _, e := range vl {
+			e.Pos = d.lookup(e.Path)
+		}
+		list = vl
+	}
+	if len(list) > 0 {
+		for _, e := range list {
+			e.File = file
+		}
+		list.sort()
+		return nil, list
+	}
+	return cfg, nil
+}
+
+// lookup finds the position of a path, or of its closest decoded parent
+// (a missing key is reported where its mapping is).
+func (d *decoder) lookup(path string) Pos {
+	for {
+		if p, ok := d.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			if p, ok := d.pos[""]; ok {
+				return p
+			}
+			return Pos{Line: 1, Col: 1}
+		}
+		path = path[:i]
+	}
+}
+
+// Clone returns a deep copy, so a component can keep the config it applied
+// while a new one is being planned.
+func (c *Config) Clone() *Config {
+	out := reflect.New(reflect.TypeOf(*c)).Elem()
+	deepCopy(out, reflect.ValueOf(*c))
+	cp := out.Interface().(Config)
+	return &cp
+}
+
+func deepCopy(dst, src reflect.Value) {
+	switch src.Kind() {
+	case reflect.Struct:
+		for i := 0; i < src.NumField(); i++ {
+			if dst.Field(i).CanSet() {
+				deepCopy(dst.Field(i), src.Field(i))
+			} else {
+				dst.Set(src) // unexported fields (netip types): values are immutable
+				return
+			}
+		}
+	case reflect.Slice:
+		if src.IsNil() {
+			return
+		}
+		s := reflect.MakeSlice(src.Type(), src.Len(), src.Len())
+		for i := 0; i < src.Len(); i++ {
+			deepCopy(s.Index(i), src.Index(i))
+		}
+		dst.Set(s)
+	default:
+		dst.Set(src)
+	}
+}

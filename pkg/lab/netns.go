@@ -1,0 +1,136 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NetnsDir is where named network namespaces are bind-mounted, the iproute2
+// convention shared by `ip netns` and vishvananda/netns.
+const NetnsDir = "/run/netns"
+
+// nsPath resolves a namespace name (in NetnsDir) or an absolute path.
+func nsPath(name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(NetnsDir, name)
+}
+
+// createNamedNS creates a network namespace bind-mounted at NetnsDir/name.
+//
+// netns.NewNamed leaves the calling thread inside the new namespace, and
+// leaves an unmounted placeholder behind if the bind mount fails. Instead
+// the work is done here on a throwaway thread: the goroutine locks its
+// thread and never unlocks it, so when it returns the Go runtime destroys
+// the thread rather than handing it, still in the new namespace, to other
+// goroutines. No restore step exists that could fail.
+func createNamedNS(name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // deliberately never unlocked, see above
+		errc <- createNamedNSOnThisThread(name)
+	}()
+	return <-errc
+}
+
+func createNamedNSOnThisThread(name string) error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	}
+	path := nsPath(name)
+	// The placeholder is created first (exclusively, so two runs can never
+	// share a namespace); if the process dies before the mount, Cleanup
+	// finds an unmounted placeholder and removes it.
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	f.Close()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("unshare network namespace: %w", err)
+	}
+	if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("bind-mount namespace on %s: %w", path, err)
+	}
+	return nil
+}
+
+// deleteNamedNS unmounts and removes NetnsDir/name. Once no process, socket
+// or mount refers to the namespace any more, the kernel destroys it together
+// with its interfaces (and hence the peers of its veths). A missing or
+// unmounted namespace is not an error: deletion must be idempotent and must
+// cope with runs killed between creating the placeholder and mounting it.
+// It reports whether anything was removed.
+func deleteNamedNS(name string) (removed bool, err error) {
+	path := nsPath(name)
+	// Loop because the same path may have been mounted over more than once
+	// (e.g. by a foreign `ip netns add` racing with us); each unmount peels
+	// one layer. EINVAL means "not a mount point": done.
+	for range 8 {
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if err == nil {
+			removed = true
+			continue
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		return removed, fmt.Errorf("unmount %s: %w", path, err)
+	}
+	switch err := os.Remove(path); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return removed, nil
+	default:
+		return removed, fmt.Errorf("remove %s: %w", path, err)
+	}
+}
+
+// RunInNamespace runs fn on the calling goroutine with its OS thread
+// switched into the named network namespace (a name in /run/netns, or an
+// absolute path to a namespace file), then switches back.
+//
+// Sockets opened by fn belong to the namespace for their whole life, and
+// processes started by fn (exec.Cmd.Start) are born in it. Goroutines
+// started by fn are not: they run on other threads. If switching back fails
+// (it should not), the thread stays locked to the goroutine so that no other
+// goroutine can ever run in the wrong namespace; the runtime destroys the
+// thread when the goroutine exits.
+func RunInNamespace(nsName string, fn func() error) (err error) {
+	target, err := netns.GetFromPath(nsPath(nsName))
+	if err != nil {
+		return fmt.Errorf("lab: open namespace %s: %w", nsName, err)
+	}
+	defer target.Close()
+
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("lab: open current namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread() // setns failed: the thread did not move
+		return fmt.Errorf("lab: enter namespace %s: %w", nsName, err)
+	}
+	defer func() {
+		if rerr := netns.Set(orig); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("lab: leave namespace %s (thread left locked): %w", nsName, rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	return fn()
+}
