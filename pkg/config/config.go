@@ -60,14 +60,14 @@ type Uplink struct {
 // Probe tunes how an uplink's health is measured. The defaults detect a
 // silent failure in under a second without flapping on a lossy line.
 type Probe struct {
-	Targets     []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link (ICMP echo)."`
-	Interval    Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
-	Timeout     Duration     `yaml:"timeout" default:"300ms" doc:"How long to wait for each answer (10ms-10s)."`
-	Quorum      int          `yaml:"quorum" doc:"Targets that must answer for a round to pass; default a majority."`
-	DownAfter   int          `yaml:"down_after" default:"3" doc:"Failed rounds in a row before the link is offline (1-100)."`
-	UpAfter     int          `yaml:"up_after" default:"5" doc:"Good rounds in a row before an offline link is used again (1-1000)."`
-	DegradedRTT Duration     `yaml:"degraded_rtt" default:"250ms" doc:"Round-trip time above which the link is degraded."`
-	DegradedLoss int         `yaml:"degraded_loss" default:"20" doc:"Loss percentage over the last rounds above which the link is degraded (1-100)."`
+	Targets      []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link (ICMP echo)."`
+	Interval     Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
+	Timeout      Duration     `yaml:"timeout" default:"300ms" doc:"How long to wait for each answer (10ms-10s)."`
+	Quorum       int          `yaml:"quorum" doc:"Targets that must answer for a round to pass; default a majority."`
+	DownAfter    int          `yaml:"down_after" default:"3" doc:"Failed rounds in a row before the link is offline (1-100)."`
+	UpAfter      int          `yaml:"up_after" default:"5" doc:"Good rounds in a row before an offline link is used again (1-1000)."`
+	DegradedRTT  Duration     `yaml:"degraded_rtt" default:"250ms" doc:"Round-trip time above which the link is degraded."`
+	DegradedLoss int          `yaml:"degraded_loss" default:"20" doc:"Loss percentage over the last rounds above which the link is degraded (1-100)."`
 }
 
 // Zone is one LAN segment of the school.
@@ -137,13 +137,13 @@ type PortForward struct {
 
 // DNS configures the filtering resolver.
 type DNS struct {
-	Upstreams         []Upstream          `yaml:"upstreams" doc:"Resolvers queries are forwarded to; default Renater's."`
+	Upstreams           []Upstream           `yaml:"upstreams" doc:"Resolvers queries are forwarded to; default Renater's."`
 	ConditionalForwards []ConditionalForward `yaml:"conditional_forwards" doc:"Domains sent to specific servers (academy names, the tailnet)."`
-	Lists             Lists               `yaml:"lists" doc:"Where the UT1 category lists come from."`
-	Profiles          []Profile           `yaml:"profiles" doc:"Filtering profiles that zones refer to."`
-	Cache             Cache               `yaml:"cache" doc:"Answer cache."`
-	Privacy           Privacy             `yaml:"privacy" doc:"What the resolver may record about queries."`
-	RateLimit         int                 `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
+	Lists               Lists                `yaml:"lists" doc:"Where the UT1 category lists come from."`
+	Profiles            []Profile            `yaml:"profiles" doc:"Filtering profiles that zones refer to."`
+	Cache               Cache                `yaml:"cache" doc:"Answer cache."`
+	Privacy             Privacy              `yaml:"privacy" doc:"What the resolver may record about queries."`
+	RateLimit           int                  `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
 }
 
 // Upstream is one forwarding resolver.
@@ -160,10 +160,10 @@ type ConditionalForward struct {
 
 // Lists says where category lists are fetched and kept.
 type Lists struct {
-	Source    string   `yaml:"source" doc:"URL of the academy's UT1 mirror (http or https); empty keeps the lists on the box."`
-	Directory string   `yaml:"directory" default:"/perm/lists/ut1" doc:"Where the last good lists are kept."`
-	Refresh   Window   `yaml:"refresh" default:"02:00-05:00" doc:"Daily window in which lists are refreshed, outside school hours."`
-	MaxShrink int      `yaml:"max_shrink" default:"50" doc:"Refuse an update that shrinks a category by more than this percentage (1-100)."`
+	Source    string `yaml:"source" doc:"URL of the academy's UT1 mirror (http or https); empty keeps the lists on the box."`
+	Directory string `yaml:"directory" default:"/perm/lists/ut1" doc:"Where the last good lists are kept."`
+	Refresh   Window `yaml:"refresh" default:"02:00-05:00" doc:"Daily window in which lists are refreshed, outside school hours."`
+	MaxShrink int    `yaml:"max_shrink" default:"50" doc:"Refuse an update that shrinks a category by more than this percentage (1-100)."`
 }
 
 // Profile is a filtering policy.
@@ -180,10 +180,10 @@ type Profile struct {
 
 // Cache bounds the resolver's answer cache.
 type Cache struct {
-	Size   int      `yaml:"size" default:"20000" doc:"Entries kept (0 disables the cache, at most 10000000)."`
-	MinTTL Duration `yaml:"min_ttl" default:"0s" doc:"Lower bound applied to answer TTLs."`
-	MaxTTL Duration `yaml:"max_ttl" default:"24h" doc:"Upper bound applied to answer TTLs."`
-	ServeStale bool `yaml:"serve_stale" default:"true" doc:"Answer from expired entries when every upstream fails (RFC 8767)."`
+	Size       int      `yaml:"size" default:"20000" doc:"Entries kept (0 disables the cache, at most 10000000)."`
+	MinTTL     Duration `yaml:"min_ttl" default:"0s" doc:"Lower bound applied to answer TTLs."`
+	MaxTTL     Duration `yaml:"max_ttl" default:"24h" doc:"Upper bound applied to answer TTLs."`
+	ServeStale bool     `yaml:"serve_stale" default:"true" doc:"Answer from expired entries when every upstream fails (RFC 8767)."`
 }
 
 // Privacy limits what is kept about minors' activity.
