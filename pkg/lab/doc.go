@@ -32,4 +32,13 @@
 //	203.0.113.100/32    academy server (HTTP :80), on lo
 //
 // Uplink and zone addresses come from the Spec.
+//
+// The lab's routers (ISPs, internet) forward and have reverse-path filtering
+// off, whatever the host's defaults: the lab must behave the same on every
+// machine, and filtering is the firmware's business. The box namespace's
+// sysctls are left to the firmware.
+//
+// Code that talks to the lab from the test process must open its sockets
+// inside a namespace: see RunInNamespace and the DialContext, Listen,
+// ListenPacket, HTTPClient and StartCommand helpers built on it.
 package lab

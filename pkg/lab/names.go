@@ -14,16 +14,19 @@ import (
 // tools such as `ip netns` display them next to interface names and short
 // names keep logs readable.
 const (
-	nsPrefix = "pl"
-	idLen    = 6 // hex characters
+	nsPrefix  = "pl"
+	idLen     = 6  // hex characters
 	ifNameMax = 15 // IFNAMSIZ - 1 (the kernel's limit, trailing NUL excluded)
 
-	// Roles accepted by Lab.Namespace.
-	RoleBox      = "box"
-	RoleInternet = "internet"
-	RoleAcademy  = "academy"
 	rolePrefixISP    = "isp:"
 	rolePrefixClient = "client:"
+)
+
+// Roles accepted by Lab.Namespace, besides RoleISP and RoleClient.
+const (
+	RoleBox      = "box"      // the gateway under test
+	RoleInternet = "internet" // internet core, hosting the internet test server
+	RoleAcademy  = "academy"  // the académie's datacenter
 )
 
 // nsNameRE matches the name of any lab namespace, capturing the run ID.

@@ -26,22 +26,14 @@ func nsPath(name string) string {
 
 // createNamedNS creates a network namespace bind-mounted at NetnsDir/name.
 //
-// netns.NewNamed leaves the calling thread inside the new namespace, and
-// leaves an unmounted placeholder behind if the bind mount fails. Instead
-// the work is done here on a throwaway thread: the goroutine locks its
-// thread and never unlocks it, so when it returns the Go runtime destroys
-// the thread rather than handing it, still in the new namespace, to other
-// goroutines. No restore step exists that could fail.
-func createNamedNS(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // deliberately never unlocked, see above
-		errc <- createNamedNSOnThisThread(name)
-	}()
-	return <-errc
-}
-
-func createNamedNSOnThisThread(name string) error {
+// It does what netns.NewNamed does, with two differences: the calling thread
+// is switched back to its original namespace afterwards (NewNamed leaves it
+// in the new one), and a failed mount does not leave a placeholder behind.
+// The thread stays locked to the goroutine while it is in the new namespace
+// so that no other goroutine can run there; should switching back fail, it
+// stays locked for good and the runtime destroys it when the goroutine
+// exits.
+func createNamedNS(name string) (err error) {
 	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", NetnsDir, err)
 	}
@@ -54,12 +46,32 @@ func createNamedNSOnThisThread(name string) error {
 		return fmt.Errorf("create mount point: %w", err)
 	}
 	f.Close()
+	defer func() {
+		if err != nil {
+			os.Remove(path)
+		}
+	}()
+
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open current namespace: %w", err)
+	}
+	defer orig.Close()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		os.Remove(path)
+		runtime.UnlockOSThread() // unshare failed: the thread did not move
 		return fmt.Errorf("unshare network namespace: %w", err)
 	}
+	// From here on the thread is in the new namespace until restored.
+	defer func() {
+		if rerr := netns.Set(orig); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("return to original namespace (thread left locked): %w", rerr))
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
 	if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
-		os.Remove(path)
 		return fmt.Errorf("bind-mount namespace on %s: %w", path, err)
 	}
 	return nil

@@ -21,12 +21,12 @@ var (
 // Interface names inside lab namespaces. They never leave their namespace,
 // so they only have to be unique per namespace.
 const (
-	ispBoxLink      = "box"  // ISP side of the box's uplink
-	ispInternetLink = "inet" // ISP side of the ISP <-> internet transit
+	ispBoxLink       = "box"  // ISP side of the box's uplink
+	ispInternetLink  = "inet" // ISP side of the ISP <-> internet transit
 	internetAcadLink = "acad" // internet side of the internet <-> academy transit
-	academyLink     = "inet" // academy side of the internet <-> academy transit
-	clientLink      = "eth0" // client side of the box's zone interface
-	loopback        = "lo"
+	academyLink      = "inet" // academy side of the internet <-> academy transit
+	clientLink       = "eth0" // client side of the box's zone interface
+	loopback         = "lo"
 )
 
 type nsPlan struct {

@@ -24,7 +24,7 @@ var errIDTaken = errors.New("run ID already in use")
 // first namespace is created so that a run killed at any point can be found
 // and cleaned up by another process.
 type runState struct {
-	Version int `json:"version"`
+	Version int    `json:"version"`
 	ID      string `json:"id"`
 	PID     int    `json:"pid"`
 	// PIDStart is the creator's start time in clock ticks since boot

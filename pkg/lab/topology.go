@@ -35,6 +35,12 @@ func (c *nsConn) close() {
 // The netlink sockets and namespace handles opened here are all closed on
 // return: open ones would keep namespaces alive after deletion.
 func (p *plan) build(ctx context.Context) error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	}
+	if err := ensureSharedNetnsDir(); err != nil {
+		return err
+	}
 	for _, ns := range p.namespaces {
 		if err := ctx.Err(); err != nil {
 			return err
