@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"passerelle/pkg/config"
@@ -21,6 +22,7 @@ const usage = `usage:
   passerelle run --config FILE          run the box with this configuration
   passerelle check-config [--print-effective] FILE
                                         validate a configuration; print it with defaults
+  passerelle plan FILE                  print what the configuration sets up, applying nothing
   passerelle version                    print the firmware version
 `
 
@@ -40,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check-config":
 		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "plan":
+		return cmdPlan(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return 0
@@ -90,4 +94,25 @@ func printConfigError(w io.Writer, err error) {
 		return
 	}
 	fmt.Fprintln(w, err)
+}
+
+// cmdPlan prints every component's plan for a config: what the box would
+// configure, for review before a config is pushed.
+func cmdPlan(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintf(stderr, "passerelle plan: expected one FILE\n%s", usage)
+		return 2
+	}
+	cfg, err := config.Load(args[0])
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	text, err := newBox(slog.New(slog.NewTextHandler(io.Discard, nil))).Plans(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "passerelle plan: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stdout, text)
+	return 0
 }

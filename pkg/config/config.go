@@ -72,7 +72,7 @@ type Probe struct {
 
 // Zone is one LAN segment of the school.
 type Zone struct {
-	Name       string       `yaml:"name" required:"true" doc:"Short name: lower-case letters, digits and _ (at most 15), e.g. peda."`
+	Name       string       `yaml:"name" required:"true" doc:"Short name: lower-case letters, digits and _ (at most 12, it names a bridge br-<name>), e.g. peda."`
 	Kind       ZoneKind     `yaml:"kind" required:"true" doc:"pedagogical, administrative, guest or dmz: sets the firewall defaults."`
 	Interfaces []string     `yaml:"interfaces" required:"true" doc:"Interfaces of the zone; more than one are bridged."`
 	Subnet     netip.Prefix `yaml:"subnet" required:"true" doc:"IPv4 subnet of the zone, e.g. 10.10.0.0/24."`

@@ -1,13 +1,16 @@
 package config
 
 import (
+	"bytes"
 	"encoding"
 	"fmt"
+	"io"
 	"net/netip"
 	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -18,7 +21,16 @@ import (
 type decoder struct {
 	errs
 	pos map[string]Pos // field path -> position of its value, for validation errors
+
+	// Aliases can make a small document expand without bound (or into
+	// itself): count decoded values and track the aliases being expanded.
+	budget    int
+	expanding map[*yaml.Node]bool
 }
+
+// maxValues bounds how many values one document may expand to; real
+// configs have a few thousand.
+const maxValues = 200_000
 
 var (
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
@@ -27,31 +39,147 @@ var (
 	addrPortType        = reflect.TypeFor[netip.AddrPort]()
 )
 
-var yamlLineRE = regexp.MustCompile(`line (\d+)(?:, column (\d+))?`)
-
 // decodeDocument parses data and decodes it into cfg (which already holds
 // the static defaults).
 func (d *decoder) decodeDocument(data []byte, cfg *Config) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		pos := Pos{Line: 1, Col: 1}
-		if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {
-			pos.Line, _ = strconv.Atoi(m[1])
-			if m[2] != "" {
-				pos.Col, _ = strconv.Atoi(m[2])
-			}
-		}
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = yamlLineRE.ReplaceAllString(msg, "")
-		msg = strings.TrimLeft(msg, ": ")
-		d.add(pos, "", "invalid YAML: %s", msg)
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		d.yamlError(data, err)
 		return
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		d.add(Pos{Line: 1, Col: 1}, "", "empty document: expected a mapping starting with version: %d", CurrentVersion)
 		return
 	}
+	// yaml.Unmarshal would silently drop whatever follows a stray ---.
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == io.EOF:
+	case err != nil:
+		d.yamlError(data, err)
+		return
+	case len(extra.Content) > 0 && !isNull(extra.Content[0]):
+		d.add(Pos{Line: extra.Line, Col: extra.Column}, "", "a second YAML document starts here: a configuration is one document, remove this ---")
+	}
 	d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
+}
+
+// listDedent finds, in the block list starting at line (1-based), the
+// first line indented less than the item it follows but not starting a new
+// item: what makes yaml.v3 complain that it "did not find expected '-'
+// indicator". It returns line and column 0 when no such line is found.
+func listDedent(lines []string, line int) (int, int) {
+	indent := func(s string) int { return len(s) - len(strings.TrimLeft(s, " ")) }
+	// item returns the indentation of an item's content ("- name:" -> 2 more).
+	item := func(s string) int {
+		rest := strings.TrimLeft(s, " ")[1:]
+		return indent(s) + 1 + indent(rest)
+	}
+	first := lines[line-1]
+	dash := indent(first)
+	if !strings.HasPrefix(first[dash:], "-") {
+		return line, 0
+	}
+	content := item(first)
+	for i := line; i < len(lines); i++ {
+		t := strings.TrimSpace(lines[i])
+		n := indent(lines[i])
+		switch {
+		case t == "" || t[0] == '#':
+		case n < dash:
+			return line, 0
+		case n == dash && t[0] == '-':
+			content = item(lines[i])
+		case n < content:
+			return i + 1, n + 1
+		}
+	}
+	return line, 0
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+var (
+	yamlLineRE   = regexp.MustCompile(`^line (\d+): `)
+	yamlAnchorRE = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
+)
+
+// yamlParserProblems are the errors of yaml.v3's parser (as opposed to its
+// scanner): it prints their line 0-based, one before the line at fault.
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// yamlHints says in the operator's terms what usually causes a YAML error.
+var yamlHints = map[string]string{
+	"mapping values are not allowed in this context":  "is this line indented deeper than the one above, or does a value hold an unquoted \": \"?",
+	"found a tab character that violates indentation": "indent with spaces, not tabs",
+	"did not find expected key":                       "check the indentation of this line against the keys above it",
+	"did not find expected ',' or ']'":                "the [ list starting on this line is not closed with ]",
+	"did not find expected ',' or '}'":                "the { mapping starting on this line is not closed with }",
+	"found character that cannot start any token":     "quote a value that starts with @, ` or %",
+	"found unexpected end of stream":                  "is a closing quote missing?",
+	"did not find expected '-' indicator":             "this line is indented less than the list item it belongs to",
+	"could not find expected ':'":                     "a key must be followed by a colon",
+}
+
+// yamlError reports a YAML syntax error where it is. yaml.v3 gives a line
+// only, sometimes the one before the fault, sometimes none; this corrects
+// the line and points at its first character (at the tab, for a tab).
+func (d *decoder) yamlError(data []byte, err error) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	}
+	if yamlParserProblems[msg] {
+		line++
+	}
+	lines := strings.Split(string(data), "\n")
+	line = max(1, min(line, len(lines)))
+	col := 0
+	switch {
+	case strings.Contains(msg, "tab character"):
+		for i := line - 1; i < len(lines) && col == 0; i++ {
+			indent := lines[i][:len(lines[i])-len(strings.TrimLeft(lines[i], " \t"))]
+			if t := strings.IndexByte(indent, '\t'); t >= 0 {
+				line, col = i+1, t+1
+			}
+		}
+	case yamlAnchorRE.MatchString(msg):
+		name := yamlAnchorRE.FindStringSubmatch(msg)[1]
+		for i := range lines {
+			if c := strings.Index(lines[i], "*"+name); c >= 0 {
+				line, col = i+1, utf8.RuneCountInString(lines[i][:c])+1
+				break
+			}
+		}
+		msg += fmt.Sprintf(" (*%s needs an anchor &%s defined above it)", name, name)
+	case msg == "did not find expected '-' indicator":
+		// yaml.v3 names the start of the list; find the line at fault.
+		line, col = listDedent(lines, line)
+	}
+	if col == 0 {
+		l := lines[line-1]
+		col = len(l) - len(strings.TrimLeft(l, " \t")) + 1
+	}
+	if hint, ok := yamlHints[msg]; ok {
+		msg += " (" + hint + ")"
+	}
+	d.add(Pos{Line: line, Col: col}, "", "invalid YAML: %s", msg)
 }
 
 func describe(n *yaml.Node) string {
@@ -66,6 +194,19 @@ func describe(n *yaml.Node) string {
 	return "nothing"
 }
 
+// unquoteHint explains a quoted scalar that would have the expected type
+// without its quotes ("1" is a string, 1 an integer).
+func unquoteHint(n *yaml.Node, tag string) string {
+	if n.Kind != yaml.ScalarNode || n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+		return ""
+	}
+	var plain yaml.Node
+	if err := yaml.Unmarshal([]byte(n.Value), &plain); err != nil || len(plain.Content) == 0 || plain.Content[0].Tag != tag {
+		return ""
+	}
+	return " in quotes (a string): remove the quotes"
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -74,10 +215,26 @@ func join(path, key string) string {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
-	for n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
 	pos := Pos{Line: n.Line, Col: n.Column}
+	if d.budget++; d.budget > maxValues {
+		if d.budget == maxValues+1 {
+			d.add(pos, path, "the document expands to more than %d values (aliases?)", maxValues)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		if d.expanding == nil {
+			d.expanding = map[*yaml.Node]bool{}
+		}
+		if d.expanding[n.Alias] {
+			d.add(pos, path, "alias *%s refers to itself", n.Value)
+			return
+		}
+		d.expanding[n.Alias] = true
+		defer delete(d.expanding, n.Alias)
+		d.decode(n.Alias, v, path)
+		return
+	}
 	d.pos[path] = pos
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // an empty value keeps the default
@@ -115,7 +272,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		v.SetString(n.Value)
 	case reflect.Int:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-			d.add(pos, path, "expected an integer, got %s", describe(n))
+			d.add(pos, path, "expected an integer, got %s%s", describe(n), unquoteHint(n, "!!int"))
 			return
 		}
 		i, err := strconv.ParseInt(n.Value, 0, 64)
@@ -126,7 +283,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		v.SetInt(i)
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-			d.add(pos, path, "expected true or false, got %s", describe(n))
+			d.add(pos, path, "expected true or false, got %s%s", describe(n), unquoteHint(n, "!!bool"))
 			return
 		}
 		b, _ := strconv.ParseBool(strings.ToLower(n.Value))
@@ -143,7 +300,8 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	fields := structFields(v.Type())
-	seen := map[string]int{} // key -> line where first seen
+	seen := map[string]int{}   // key -> line where first seen
+	meant := map[string]bool{} // keys suggested for unknown ones
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		kpos := Pos{Line: k.Line, Col: k.Column}
@@ -162,13 +320,21 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		seen[k.Value] = k.Line
 		f, ok := fields.byKey[k.Value]
 		if !ok {
-			d.add(kpos, join(path, k.Value), "unknown key %s", suggest(k.Value, fields.keys))
+			best := closest(k.Value, fields.keys)
+			meant[best] = true
+			d.add(kpos, join(path, k.Value), "unknown key %s", suggest(k.Value, best, fields.keys))
+			continue
+		}
+		if f.required && val.Kind == yaml.ScalarNode && val.Tag == "!!null" {
+			d.add(Pos{Line: val.Line, Col: val.Column}, join(path, k.Value), "empty, but required: %s", f.doc)
 			continue
 		}
 		d.decode(val, v.Field(f.index), join(path, k.Value))
 	}
 	for _, f := range fields.list {
-		if f.required {
+		// A required key written with a typo is reported once, as the
+		// unknown key whose suggestion names it.
+		if f.required && !meant[f.key] {
 			if _, ok := seen[f.key]; !ok {
 				d.add(pos, join(path, f.key), "missing (required): %s", f.doc)
 			}
@@ -176,14 +342,20 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// suggest names the closest known key, or lists them all.
-func suggest(key string, keys []string) string {
+// closest returns the known key nearest to key (at most two edits away),
+// or "".
+func closest(key string, keys []string) string {
 	best, bestDist := "", 3
 	for _, k := range keys {
 		if dist := editDistance(key, k); dist < bestDist {
 			best, bestDist = k, dist
 		}
 	}
+	return best
+}
+
+// suggest names the closest known key, or lists them all.
+func suggest(key, best string, keys []string) string {
 	if best != "" {
 		return fmt.Sprintf("%q (did you mean %q?)", key, best)
 	}
@@ -237,6 +409,14 @@ func setText(v reflect.Value, s string) error {
 	case prefixType:
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
+			addr, bits, slash := strings.Cut(s, "/")
+			a, aerr := netip.ParseAddr(addr)
+			switch {
+			case aerr == nil && !slash:
+				return fmt.Errorf("%q has no prefix length: add it in CIDR form, e.g. /24 for netmask 255.255.255.0", s)
+			case aerr == nil && a.Is4():
+				return fmt.Errorf("%q: the prefix length /%s is not a number from 0 to 32", s, bits)
+			}
 			return fmt.Errorf("expected %s, got %q", expectText(prefixType), s)
 		}
 		v.Set(reflect.ValueOf(p))

@@ -263,8 +263,11 @@ type PublicKey [32]byte
 
 func (k *PublicKey) UnmarshalText(b []byte) error {
 	raw, err := base64.StdEncoding.DecodeString(string(b))
-	if err != nil || len(raw) != len(k) {
-		return fmt.Errorf("expected an Ed25519 public key: base64 of 32 bytes")
+	switch {
+	case err != nil:
+		return fmt.Errorf("expected an Ed25519 public key: base64 of 32 bytes (44 characters ending in =), got invalid base64")
+	case len(raw) != len(k):
+		return fmt.Errorf("expected an Ed25519 public key: base64 of 32 bytes (44 characters ending in =), got %d bytes", len(raw))
 	}
 	copy(k[:], raw)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 var (
 	uaiRE      = regexp.MustCompile(`^[0-9]{2}[0-9AB][0-9]{4}[A-Z]$`)
-	identRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,14}$`)
+	identRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,11}$`)
 	academyRE  = regexp.MustCompile(`^[a-z][a-z-]{1,30}$`)
 	ifnameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
 	categoryRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
@@ -62,11 +63,13 @@ func (v *validator) validate() {
 	}
 	var brd *board.Board
 	if c.Board != "" {
-		b, err := board.Lookup(c.Board)
-		if err != nil {
+		if !slices.Contains(board.Names(), c.Board) {
+			v.errf("board", "unknown board %q (known: %s)", c.Board, strings.Join(board.Names(), ", "))
+		} else if b, err := board.Lookup(c.Board); err != nil {
 			v.errf("board", "%v", err)
+		} else {
+			brd = b
 		}
-		brd = b
 	}
 	v.identity()
 	ifaces := map[string]string{} // interface -> path of its first use
@@ -113,7 +116,7 @@ func (v *validator) identity() {
 
 func (v *validator) checkIdent(path, what, name string) {
 	if !identRE.MatchString(name) {
-		v.errf(path, "%q is not a valid %s name: expected a lower-case letter, then letters, digits or _ (at most 15)", name, what)
+		v.errf(path, "%q is not a valid %s name: expected a lower-case letter, then lower-case letters, digits or _ (at most 12)", name, what)
 	}
 }
 
@@ -145,8 +148,10 @@ func (v *validator) uplinks(useIface func(path, name string)) {
 			}
 			if !u.Gateway.IsValid() {
 				v.errf(p+".gateway", "missing: a static uplink needs its gateway")
-			} else if u.Address.IsValid() && (!u.Address.Contains(u.Gateway) || u.Gateway == u.Address.Addr()) {
-				v.errf(p+".gateway", "%s is not another address inside %s", u.Gateway, u.Address.Masked())
+			} else if u.Address.IsValid() && !u.Address.Contains(u.Gateway) {
+				v.errf(p+".gateway", "%s is outside the link's subnet %s (from address %s)", u.Gateway, u.Address.Masked(), u.Address)
+			} else if u.Gateway == u.Address.Addr() {
+				v.errf(p+".gateway", "%s is the box's own address on this link, not its gateway", u.Gateway)
 			}
 		case AddressingDHCP:
 			if u.Address.IsValid() || u.Gateway.IsValid() {
@@ -312,14 +317,24 @@ func (v *validator) dhcp(p string, z *Zone, macs map[MAC]string) {
 	v.duration(p+".lease_time", d.LeaseTime, 2*time.Minute, 30*24*time.Hour)
 	first, last := hostRange(z.Subnet)
 	inHosts := func(a netip.Addr) bool { return !a.Less(first) && !last.Less(a) }
-	if d.Enabled {
+	notHost := func(path string, a netip.Addr) {
+		if !a.IsValid() {
+			v.errf(path, "missing: set both range_start and range_end")
+		} else {
+			v.errf(path, "%s is not a host address of %s", a, z.Subnet)
+		}
+	}
+	if d.Enabled && !d.RangeStart.IsValid() && !d.RangeEnd.IsValid() {
+		// applyDerived leaves subnets smaller than /28 without a range.
+		v.errf(p, "a /%d subnet has no default DHCP range: set range_start and range_end, or enabled: false", z.Subnet.Bits())
+	} else if d.Enabled {
 		okStart := d.RangeStart.IsValid() && inHosts(d.RangeStart)
 		okEnd := d.RangeEnd.IsValid() && inHosts(d.RangeEnd)
 		if !okStart {
-			v.errf(p+".range_start", "%s is not a host address of %s", d.RangeStart, z.Subnet)
+			notHost(p+".range_start", d.RangeStart)
 		}
 		if !okEnd {
-			v.errf(p+".range_end", "%s is not a host address of %s", d.RangeEnd, z.Subnet)
+			notHost(p+".range_end", d.RangeEnd)
 		}
 		if okStart && okEnd {
 			if d.RangeEnd.Less(d.RangeStart) {

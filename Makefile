@@ -1,0 +1,47 @@
+# Passerelle: firmware for school network gateways.
+#   make demo    a virtual school network in namespaces with the firmware in it (root)
+#   make test    every test: unit tests, and lab integration tests when root
+#   make bench   the benchmarks; figures go to docs/benchmarks.md
+
+GO       ?= go
+BIN      := bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
+# Integration tests build namespaces and run the daemon: give them time,
+# but not the 90 minutes CI allows.
+TESTFLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build demo test test-short bench schema fmt vet lab-down clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/passerelle ./cmd/passerellectl
+
+demo: build
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces); try: sudo make demo"; exit 1; fi
+	$(BIN)/passerellectl lab up --config configs/demo.yaml --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/configs/demo.yaml'
+
+test: vet
+	$(GO) test $(TESTFLAGS) ./...
+	@# Fuzz targets run briefly so a regression in input handling fails CI.
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./pkg/config
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench: build
+	bash tools/bench/render/run.sh
+
+schema:
+	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+lab-down:
+	$(BIN)/passerellectl lab down
+
+clean:
+	rm -rf $(BIN)

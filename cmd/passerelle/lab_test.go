@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"log/slog"
+
+	"passerelle/pkg/config"
+	"passerelle/pkg/lab"
+)
+
+// These tests run the real firmware binary in the box namespace of a lab
+// built from the config, and check what a client sees.
+
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab integration tests need root (network namespaces, nftables); run `sudo make test`")
+	}
+	if testing.Short() {
+		t.Skip("lab integration test skipped in -short mode")
+	}
+}
+
+// buildFirmware builds the passerelle binary once per test binary run.
+var buildFirmware = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "passerelle-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "passerelle")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", &buildError{out: string(out), err: err}
+	}
+	return bin, nil
+})
+
+type buildError struct {
+	out string
+	err error
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// firmware is one `passerelle run` in a lab.
+type firmware struct {
+	lab    *lab.Lab
+	cfg    *config.Config
+	path   string // config file the daemon reads
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	exited chan error
+}
+
+func startFirmware(t *testing.T, configFile string) *firmware {
+	t.Helper()
+	needRoot(t)
+	bin, err := buildFirmware()
+	if err != nil {
+		t.Fatalf("build firmware: %v", err)
+	}
+	data, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(configFile, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "box.yaml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := lab.SpecFromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Up(context.Background(), spec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}, exited: make(chan error, 1)}
+	fw.cmd = exec.Command(bin, "run", "--config", path, "--log-level", "debug")
+	fw.cmd.Stdout, fw.cmd.Stderr = fw.logs, fw.logs
+	if err := lab.StartCommand(l.Namespace(lab.RoleBox), fw.cmd); err != nil {
+		t.Fatalf("start firmware: %v", err)
+	}
+	go func() { fw.exited <- fw.cmd.Wait() }()
+	t.Cleanup(func() {
+		fw.cmd.Process.Kill()
+		<-fw.exited
+		if t.Failed() {
+			t.Logf("firmware log:\n%s", fw.logs.String())
+		}
+	})
+	fw.waitLog(t, "configuration applied", 10*time.Second)
+	return fw
+}
+
+// waitLog waits until the daemon has logged s (counting from the start).
+func (fw *firmware) waitLog(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(fw.logs.String(), s) {
+		select {
+		case err := <-fw.exited:
+			t.Fatalf("firmware exited (%v) before logging %q", err, s)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("firmware did not log %q within %s", s, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// get fetches the internet test server's page from a zone's client.
+func (fw *firmware) get(zone string) (string, error) {
+	c := lab.HTTPClient(fw.lab.Namespace(lab.RoleClient(zone)))
+	c.Timeout = 2 * time.Second
+	resp, err := c.Get("http://" + fw.lab.InternetServer().String() + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return string(b), &statusError{resp.StatusCode}
+	}
+	return string(b), err
+}
+
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return http.StatusText(e.code) }
+
+func (fw *firmware) boxRoutes(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-n", fw.lab.Namespace(lab.RoleBox), "-4", "route", "show", "default").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+func TestPedagogicalClientReachesInternetThroughBox(t *testing.T) {
+	fw := startFirmware(t, "../../configs/demo.yaml")
+	body, err := fw.get("peda")
+	if err != nil {
+		t.Fatalf("pedagogical client -> internet server: %v", err)
+	}
+	if body != lab.InternetHTTPBody {
+		t.Errorf("body = %q, want %q", body, lab.InternetHTTPBody)
+	}
+	// The box masqueraded the client: the masquerade rule on the active
+	// uplink counted the flow.
+	out, err := exec.Command("ip", "netns", "exec", fw.lab.Namespace(lab.RoleBox), "nft", "list", "table", "inet", "passerelle").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), `oifname "wan0" counter packets`) || strings.Contains(string(out), `oifname "wan0" counter packets 0 `) {
+		t.Errorf("masquerade on wan0 did not count the client's flow:\n%s", out)
+	}
+}
+
+func TestSIGHUPReappliesEditedConfig(t *testing.T) {
+	fw := startFirmware(t, "../../configs/demo.yaml")
+	if r := fw.boxRoutes(t); !strings.Contains(r, "via 192.0.2.1 dev wan0 proto 123 metric 100") {
+		t.Fatalf("initial default routes:\n%s", r)
+	}
+	// Make the backup the preferred uplink.
+	data, _ := os.ReadFile(fw.path)
+	edited := strings.Replace(string(data), "    priority: 2\n", "    priority: 1\n", 1)
+	edited = strings.Replace(edited, "  - name: renater\n    interface: wan0\n", "  - name: renater\n    interface: wan0\n    priority: 3\n", 1)
+	if edited == string(data) {
+		t.Fatal("test edit did not change the config")
+	}
+	if err := os.WriteFile(fw.path, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw.cmd.Process.Signal(syscall.SIGHUP)
+	fw.waitLog(t, "SIGHUP", 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := fw.boxRoutes(t)
+		if strings.Contains(r, "via 192.0.2.5 dev wan1 proto 123 metric 101") && strings.Contains(r, "via 192.0.2.1 dev wan0 proto 123 metric 300") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("routes after SIGHUP do not follow the edited priorities:\n%s", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := fw.get("peda"); err != nil {
+		t.Errorf("client lost the internet after the reload (now via the backup): %v", err)
+	}
+}
+
+func TestSIGHUPWithBrokenConfigKeepsRunningOne(t *testing.T) {
+	fw := startFirmware(t, "../../configs/demo.yaml")
+	before := fw.boxRoutes(t)
+	data, _ := os.ReadFile(fw.path)
+	broken := strings.Replace(string(data), "subnet: 10.20.0.0/24", "subnet: 10.10.0.0/24", 1)
+	if err := os.WriteFile(fw.path, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw.cmd.Process.Signal(syscall.SIGHUP)
+	fw.waitLog(t, "new configuration not applied; the running one is kept", 5*time.Second)
+	logs := fw.logs.String()
+	if !strings.Contains(logs, "zones[1].subnet: 10.10.0.0/24 overlaps 10.10.0.0/24 (zones[0].subnet)") {
+		t.Errorf("the log does not say why the config was refused:\n%s", logs)
+	}
+	select {
+	case err := <-fw.exited:
+		t.Fatalf("firmware exited after a broken config: %v", err)
+	default:
+	}
+	if after := fw.boxRoutes(t); after != before {
+		t.Errorf("routes changed after a refused config:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if _, err := fw.get("peda"); err != nil {
+		t.Errorf("client lost the internet after a refused config: %v", err)
+	}
+	if _, err := fw.get("admin"); err != nil {
+		t.Errorf("admin client lost the internet after a refused config: %v", err)
+	}
+}

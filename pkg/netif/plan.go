@@ -1,0 +1,132 @@
+// Package netif owns the box's interfaces as the config describes them:
+// links up, MTU, zone bridges, addresses, IPv4 forwarding and the default
+// routes of static uplinks. Planning is pure; applying is done through
+// netlink in apply_linux.go.
+package netif
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"passerelle/pkg/box"
+	"passerelle/pkg/config"
+)
+
+// RouteProtocol marks the routes this package installs (rtm_protocol), so
+// it can find and remove its own and never touches anyone else's
+// (tailscaled's, the kernel's connected routes).
+const RouteProtocol = 123
+
+// Plan is the desired interface state.
+type Plan struct {
+	Forwarding bool
+	Links      []Link
+	Routes     []Route
+}
+
+// Link is one interface the box manages.
+type Link struct {
+	Name   string
+	Role   string // what it is for, e.g. "uplink renater", "zone peda"
+	Bridge bool   // created by the box to join a zone's interfaces
+	Master string // bridge this interface belongs to
+	MTU    int    // 0 keeps the driver's
+	Addrs  []netip.Prefix
+	// Hotplug links may be absent at boot (USB modems); the others too,
+	// but then it is a fault worth a warning.
+}
+
+// Route is a route the box installs in the main table.
+type Route struct {
+	Dst    netip.Prefix
+	Gw     netip.Addr
+	Dev    string
+	Metric int
+}
+
+var _ box.Plan = (*Plan)(nil)
+
+// BridgeName names the bridge of a zone with several interfaces.
+func BridgeName(zone string) string { return "br-" + zone }
+
+// Compile plans the interfaces of a valid config.
+func Compile(cfg *config.Config) (*Plan, error) {
+	p := &Plan{Forwarding: true}
+	for i, u := range cfg.Uplinks {
+		l := Link{Name: u.Interface, Role: "uplink " + u.Name, MTU: u.MTU}
+		if u.Addressing == config.AddressingStatic {
+			l.Addrs = []netip.Prefix{u.Address}
+			// Metrics follow priority, then config order, so the most
+			// preferred uplink carries traffic until the uplink manager
+			// (policy routing) takes over.
+			p.Routes = append(p.Routes, Route{
+				Dst:    netip.PrefixFrom(netip.IPv4Unspecified(), 0),
+				Gw:     u.Gateway,
+				Dev:    u.Interface,
+				Metric: u.Priority*100 + i,
+			})
+		}
+		p.Links = append(p.Links, l)
+	}
+	for _, z := range cfg.Zones {
+		addr := netip.PrefixFrom(z.Address, z.Subnet.Bits())
+		role := "zone " + z.Name
+		if len(z.Interfaces) == 1 {
+			p.Links = append(p.Links, Link{Name: z.Interfaces[0], Role: role, Addrs: []netip.Prefix{addr}})
+			continue
+		}
+		br := BridgeName(z.Name)
+		if len(br) > 15 {
+			return nil, fmt.Errorf("zone %s: bridge name %s is longer than 15 characters", z.Name, br)
+		}
+		p.Links = append(p.Links, Link{Name: br, Role: role, Bridge: true, Addrs: []netip.Prefix{addr}})
+		for _, ifc := range z.Interfaces {
+			p.Links = append(p.Links, Link{Name: ifc, Role: role + " port", Master: br})
+		}
+	}
+	return p, nil
+}
+
+// Link returns the planned link of that name.
+func (p *Plan) Link(name string) (Link, bool) {
+	i := slices.IndexFunc(p.Links, func(l Link) bool { return l.Name == name })
+	if i < 0 {
+		return Link{}, false
+	}
+	return p.Links[i], true
+}
+
+func (p *Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sysctl net.ipv4.ip_forward = %d\n", boolInt(p.Forwarding))
+	for _, l := range p.Links {
+		fmt.Fprintf(&b, "link %s (%s)", l.Name, l.Role)
+		if l.Bridge {
+			b.WriteString(" bridge")
+		}
+		if l.Master != "" {
+			fmt.Fprintf(&b, " master %s", l.Master)
+		}
+		b.WriteString(" up")
+		if l.MTU > 0 {
+			fmt.Fprintf(&b, " mtu %d", l.MTU)
+		}
+		for _, a := range l.Addrs {
+			fmt.Fprintf(&b, " addr %s", a)
+		}
+		b.WriteString("\n")
+	}
+	for _, r := range p.Routes {
+		fmt.Fprintf(&b, "route %s via %s dev %s metric %d\n", r.Dst, r.Gw, r.Dev, r.Metric)
+	}
+	return b.String()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
