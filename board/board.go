@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -61,8 +62,28 @@ func (b *Board) InterfaceNames() []string {
 	return out
 }
 
-// Lookup returns the named board definition.
+// Lookup returns the named board definition. The result is shared:
+// callers must not modify it.
 func Lookup(name string) (*Board, error) {
+	if b, ok := parsed()[name]; ok {
+		return b, nil
+	}
+	return parse(name)
+}
+
+// parsed decodes every embedded definition once: they cannot change while
+// the program runs, and config validation looks a board up per config.
+var parsed = sync.OnceValue(func() map[string]*Board {
+	m := map[string]*Board{}
+	for _, n := range Names() {
+		if b, err := parse(n); err == nil {
+			m[n] = b
+		}
+	}
+	return m
+})
+
+func parse(name string) (*Board, error) {
 	data, err := files.ReadFile(path.Join(name, "board.yaml"))
 	if err != nil {
 		return nil, fmt.Errorf("unknown board %q (known: %v)", name, Names())

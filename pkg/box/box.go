@@ -47,8 +47,8 @@ type Result struct {
 // Report describes one Box.Apply: per-component results, and whether the
 // previous config had to be restored.
 type Report struct {
-	Results    []Result
-	RolledBack bool
+	Results     []Result
+	RolledBack  bool
 	RollbackErr error
 }
 

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -452,7 +453,21 @@ type fieldSet struct {
 	keys  []string
 }
 
+// fieldCache holds the decoded tags of each struct type, like
+// encoding/json's: the types are fixed at compile time, so this is a
+// memo, not state. The NOC renders thousands of configs in one run.
+var fieldCache sync.Map // reflect.Type -> fieldSet
+
 func structFields(t reflect.Type) fieldSet {
+	if fs, ok := fieldCache.Load(t); ok {
+		return fs.(fieldSet)
+	}
+	fs := parseFields(t)
+	fieldCache.Store(t, fs)
+	return fs
+}
+
+func parseFields(t reflect.Type) fieldSet {
 	fs := fieldSet{byKey: map[string]field{}}
 	for i := 0; i < t.NumField(); i++ {
 		sf := t.Field(i)

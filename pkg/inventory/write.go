@@ -1,0 +1,124 @@
+package inventory
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// writers is how many files WriteResults writes at once. The time goes to
+// fsync, not CPU: concurrent syncs share the file system's journal
+// commits, which takes 500 schools from seconds to a fraction of one.
+const writers = 16
+
+// WriteResults writes every successful result to dir/<uai>.yaml, creating
+// dir if needed, and returns how many files it wrote. Each file is replaced
+// atomically, so a box or a push tool never reads half a configuration,
+// even if the render is interrupted. Failed results are skipped: the file
+// of that school, if any, keeps its previous content. After an error no
+// new file is started, and the first error is returned.
+func WriteResults(dir string, results []Result) (int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("output directory: %w", err)
+	}
+	var todo []*Result
+	for i := range results {
+		r := &results[i]
+		if !r.OK() || r.Output == nil {
+			continue
+		}
+		// The UAI was validated as part of the config, but it becomes a
+		// path here, so a stray separator must never get that far.
+		if r.UAI == "" || strings.ContainsAny(r.UAI, `/\`) || strings.HasPrefix(r.UAI, ".") {
+			return 0, fmt.Errorf("line %d: uai %q cannot name a file", r.Line, r.UAI)
+		}
+		todo = append(todo, r)
+	}
+
+	var (
+		mu       sync.Mutex
+		written  int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	next := make(chan *Result)
+	for range min(writers, len(todo)) {
+		wg.Go(func() {
+			for r := range next {
+				err := writeFile(dir, r.UAI+".yaml", r.Output)
+				mu.Lock()
+				if err == nil {
+					written++
+				} else if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, r := range todo {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return written, firstErr
+	}
+	// One directory sync makes all the renames above durable.
+	if err := syncDir(dir); err != nil {
+		return written, err
+	}
+	return written, nil
+}
+
+// writeFile replaces dir/name with data: temporary file in the same
+// directory, fsync, then rename over the old file. The caller syncs dir.
+func writeFile(dir, name string, data []byte) (err error) {
+	path := filepath.Join(dir, name)
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("write %s: sync: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
