@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"passerelle/pkg/box"
@@ -50,6 +51,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := loadAndApply(ctx, log, b, *path); err != nil {
 		log.Error("could not apply the configuration at start", "err", err)
 		return 1
+	}
+	// Services start once their first plan is applied; until the
+	// supervisor (issue 3) restarts them, a failed service is logged and
+	// the rest of the box keeps running.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, s := range b.Services() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil {
+				log.Error("service stopped", "service", s.Name(), "err", err)
+			}
+		}()
 	}
 	for {
 		select {

@@ -37,6 +37,16 @@ type Component interface {
 	Apply(ctx context.Context, p Plan) error
 }
 
+// Service is a component with work of its own: servers (DNS, DHCP, NTP),
+// probe loops, supervised children. The daemon calls Run once, after the
+// first successful Apply, for the box's lifetime; later Applies hand the
+// running service new plans, which it must take without dropping work in
+// flight. Run returns when ctx is done (nil) or when the service fails.
+type Service interface {
+	Component
+	Run(ctx context.Context) error
+}
+
 // Result is what happened to one component during an apply.
 type Result struct {
 	Component string
@@ -87,6 +97,18 @@ type Box struct {
 // interfaces existing, DNS on the firewall's redirect).
 func New(log *slog.Logger, components ...Component) *Box {
 	return &Box{log: log, components: components, now: time.Now}
+}
+
+// Services returns the components that have work of their own, in apply
+// order.
+func (b *Box) Services() []Service {
+	var out []Service
+	for _, c := range b.components {
+		if s, ok := c.(Service); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Current returns the config last applied successfully, or nil.
