@@ -321,7 +321,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		seen[k.Value] = k.Line
 		f, ok := fields.byKey[k.Value]
 		if !ok {
-			best := closest(k.Value, fields.keys)
+			best := Closest(k.Value, fields.keys)
 			meant[best] = true
 			d.add(kpos, join(path, k.Value), "unknown key %s", suggest(k.Value, best, fields.keys))
 			continue
@@ -343,9 +343,10 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// closest returns the known key nearest to key (at most two edits away),
-// or "".
-func closest(key string, keys []string) string {
+// Closest returns the candidate nearest to name (at most two edits away),
+// or "": the "did you mean" of config keys, and of the NOC's inventory
+// columns.
+func Closest(key string, keys []string) string {
 	best, bestDist := "", 3
 	for _, k := range keys {
 		if dist := editDistance(key, k); dist < bestDist {

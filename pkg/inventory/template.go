@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/template"
 	"text/template/parse"
+
+	"passerelle/pkg/config"
 )
 
 // Template is a parsed configuration template: Go text/template producing
@@ -118,7 +120,7 @@ func (t *Template) checkColumns(inv *Inventory) error {
 	var lines []string
 	for name := range missing {
 		l := fmt.Sprintf("%q", name)
-		if near := nearest(name, inv.Columns); near != "" {
+		if near := config.Closest(name, inv.Columns); near != "" {
 			l += fmt.Sprintf(" (did you mean %q?)", near)
 		}
 		lines = append(lines, l)
@@ -184,35 +186,4 @@ func walkBranch(b *parse.BranchNode, use func(string)) {
 	walkFields(b.Pipe, use)
 	walkFields(b.List, use)
 	walkFields(b.ElseList, use)
-}
-
-// nearest returns the column closest to name by edit distance, if close.
-func nearest(name string, columns []string) string {
-	best, bestDist := "", 3
-	for _, c := range columns {
-		if d := editDistance(name, c); d < bestDist {
-			best, bestDist = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
