@@ -125,6 +125,9 @@ func newPlan(id string, spec Spec) (*plan, error) {
 		role := RoleClient(z.Name)
 		addNS(role, shortClient(n))
 		p.veths = append(p.veths, vethPlan{RoleBox, z.Interface, role, clientLink})
+		if z.Unaddressed {
+			continue
+		}
 		p.addrs = append(p.addrs, addrPlan{role, clientLink, z.Client})
 		p.routes = append(p.routes, routePlan{role, clientLink, netip.Prefix{}, z.Gateway})
 	}

@@ -28,6 +28,9 @@ type ZoneSpec struct {
 	Subnet    netip.Prefix // e.g. 10.10.0.0/24
 	Gateway   netip.Addr   // the box's address in the zone (e.g. 10.10.0.1): the client's default route
 	Client    netip.Prefix // client address, e.g. 10.10.0.100/24 (if zero, the 100th host of Subnet)
+	// Unaddressed leaves the client's eth0 up but without address or
+	// route, as a DHCP client finds it at boot (DHCP server tests).
+	Unaddressed bool
 }
 
 // Limits keep namespace names short and transit /30s inside 198.51.100.0/24

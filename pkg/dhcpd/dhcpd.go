@@ -1,0 +1,331 @@
+package dhcpd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"passerelle/pkg/box"
+	"passerelle/pkg/config"
+	"passerelle/pkg/health"
+)
+
+// Warnings is where the server raises what a technician should see (a
+// pool nearly full, a lease file that could not be read or written).
+type Warnings interface {
+	Raise(component, code string, sev health.Severity, message string)
+	Clear(code string)
+}
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// LeaseDir holds one lease file per zone; default DefaultLeaseDir.
+	LeaseDir string
+	// ZoneDevice names a zone's interface; default its only interface, or
+	// br-<zone> for several.
+	ZoneDevice ZoneDeviceFunc
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Health receives warnings; nil drops them.
+	Health Warnings
+	// Limits bound the packets handled; zero means DefaultLimits.
+	Limits Limits
+}
+
+// poolWarnRatio is the pool usage above which a warning is raised.
+const poolWarnRatio = 0.9
+
+// healthEvery is how often pool usage is checked: leases expire without
+// any packet, so usage is re-read on a timer.
+const healthEvery = 5 * time.Second
+
+// Server is the DHCP component of the box: one Handler per zone, served on
+// the zone's interface once Run has started.
+type Server struct {
+	log  *slog.Logger
+	opts Options
+	m    *metrics
+
+	mu       sync.Mutex
+	plan     *Plan
+	handlers map[string]*Handler
+	changed  chan struct{}
+}
+
+var _ box.Service = (*Server)(nil)
+
+// New returns the DHCP component. Its metrics are registered on reg.
+func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Server {
+	if opts.LeaseDir == "" {
+		opts.LeaseDir = DefaultLeaseDir
+	}
+	if opts.ZoneDevice == nil {
+		opts.ZoneDevice = defaultZoneDevice
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits
+	}
+	s := &Server{
+		log:      log,
+		opts:     opts,
+		m:        newMetrics(),
+		handlers: map[string]*Handler{},
+		changed:  make(chan struct{}, 1),
+	}
+	if reg != nil {
+		for _, c := range append(s.m.collectors(), s) {
+			if err := reg.Register(c); err != nil {
+				log.Error("DHCP metrics not registered", "err", err)
+			}
+		}
+	}
+	return s
+}
+
+func (s *Server) Name() string { return "dhcp" }
+
+func (s *Server) Plan(cfg *config.Config) (box.Plan, error) {
+	return compile(cfg, s.opts.LeaseDir, s.opts.ZoneDevice)
+}
+
+// Apply installs the plan: new zones load their leases, existing ones keep
+// theirs (minus what the new plan forbids), removed zones stop serving.
+// Sockets follow in Run.
+func (s *Server) Apply(ctx context.Context, p box.Plan) error {
+	plan, ok := p.(*Plan)
+	if !ok {
+		return fmt.Errorf("dhcp: unexpected plan type %T", p)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := map[string]bool{}
+	for _, z := range plan.Zones {
+		keep[z.Name] = true
+		if h, ok := s.handlers[z.Name]; ok && s.plan != nil && s.plan.LeaseFile(z.Name) == plan.LeaseFile(z.Name) {
+			h.update(z)
+			continue
+		}
+		log := s.log.With("zone", z.Name)
+		h, problem := newHandler(log, z, fileStore{path: plan.LeaseFile(z.Name)}, s.m, s.opts.Limits, s.opts.Now)
+		code := "dhcp-leases-unreadable:" + z.Name
+		if problem != nil {
+			log.Error("DHCP leases not restored", "file", plan.LeaseFile(z.Name), "err", problem)
+			s.raise(code, health.Warn, fmt.Sprintf("Zone %s: the DHCP leases saved before the restart could not be read (%v); addresses may be handed out twice until clients renew.", z.Name, problem))
+		} else {
+			s.clear(code)
+		}
+		s.handlers[z.Name] = h
+	}
+	for name := range s.handlers {
+		if !keep[name] {
+			delete(s.handlers, name)
+			s.clearZone(name)
+		}
+	}
+	s.plan = plan
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (s *Server) raise(code string, sev health.Severity, msg string) {
+	if s.opts.Health != nil {
+		s.opts.Health.Raise(s.Name(), code, sev, msg)
+	}
+}
+
+func (s *Server) clear(code string) {
+	if s.opts.Health != nil {
+		s.opts.Health.Clear(code)
+	}
+}
+
+func (s *Server) clearZone(zone string) {
+	for _, c := range []string{"dhcp-pool-full:", "dhcp-leases-unreadable:", "dhcp-leases-unsaved:"} {
+		s.clear(c + zone)
+	}
+}
+
+func (s *Server) handler(zone string) *Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handlers[zone]
+}
+
+// Run serves every planned zone on its interface until ctx is done,
+// following later plans.
+func (s *Server) Run(ctx context.Context) error {
+	type listener struct {
+		device string
+		cancel context.CancelFunc
+	}
+	running := map[string]listener{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, l := range running {
+			l.cancel()
+		}
+		wg.Wait()
+	}()
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		want := map[string]string{}
+		if s.plan != nil {
+			for _, z := range s.plan.Zones {
+				want[z.Name] = z.Device
+			}
+		}
+		s.mu.Unlock()
+		for zone, l := range running {
+			if dev, ok := want[zone]; !ok || dev != l.device {
+				l.cancel()
+				delete(running, zone)
+			}
+		}
+		for zone, dev := range want {
+			if _, ok := running[zone]; ok {
+				continue
+			}
+			lctx, cancel := context.WithCancel(ctx)
+			running[zone] = listener{device: dev, cancel: cancel}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.serve(lctx, zone, dev)
+			}()
+		}
+		s.checkHealth()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// reopenEvery is how often a zone whose socket cannot be opened (its
+// interface missing) is retried.
+const reopenEvery = 2 * time.Second
+
+// serve answers one zone's clients on dev until ctx is done.
+func (s *Server) serve(ctx context.Context, zone, dev string) {
+	log := s.log.With("zone", zone, "interface", dev)
+	var lastErr string
+	for ctx.Err() == nil {
+		conn, err := listen(dev)
+		if err != nil {
+			if err.Error() != lastErr {
+				log.Warn("DHCP cannot listen yet; retrying", "err", err)
+				lastErr = err.Error()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(reopenEvery):
+			}
+			continue
+		}
+		lastErr = ""
+		log.Info("DHCP serving")
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		err = s.readLoop(conn, zone)
+		stop()
+		conn.Close()
+		if ctx.Err() == nil {
+			log.Warn("DHCP socket failed; reopening", "err", err)
+			time.Sleep(reopenEvery)
+		}
+	}
+}
+
+func (s *Server) readLoop(conn net.PacketConn, zone string) error {
+	buf := make([]byte, maxPacket+1) // one more, so oversized packets are seen as such
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		h := s.handler(zone)
+		if h == nil {
+			continue
+		}
+		var src netip.AddrPort
+		if ua, ok := from.(*net.UDPAddr); ok {
+			src = ua.AddrPort()
+			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		}
+		reply, ok := h.Handle(buf[:n], src)
+		if !ok {
+			continue
+		}
+		if _, err := conn.WriteTo(reply.Data, net.UDPAddrFromAddrPort(reply.Dst)); err != nil {
+			s.m.dropped.WithLabelValues(zone, "send_error").Inc()
+			s.log.Debug("DHCP reply not sent", "zone", zone, "dst", reply.Dst, "err", err)
+		}
+	}
+}
+
+// checkHealth raises a warning for pools over poolWarnRatio and lease
+// files that cannot be written, and clears them when they recover.
+func (s *Server) checkHealth() {
+	s.mu.Lock()
+	hs := make(map[string]*Handler, len(s.handlers))
+	for k, v := range s.handlers {
+		hs[k] = v
+	}
+	s.mu.Unlock()
+	for zone, h := range hs {
+		pool, inUse, _, storeErr := h.usage()
+		code := "dhcp-pool-full:" + zone
+		if pool > 0 && float64(inUse) > poolWarnRatio*float64(pool) {
+			s.raise(code, health.Warn, fmt.Sprintf("Zone %s: the DHCP pool is %d%% used (%d of %d addresses); new devices may get no address.", zone, inUse*100/pool, inUse, pool))
+		} else {
+			s.clear(code)
+		}
+		code = "dhcp-leases-unsaved:" + zone
+		if storeErr != nil {
+			s.raise(code, health.Warn, fmt.Sprintf("Zone %s: DHCP leases cannot be saved (%v); a restart would forget them.", zone, storeErr))
+		} else {
+			s.clear(code)
+		}
+	}
+}
+
+// Describe and Collect export the pools' gauges, computed at scrape time.
+func (s *Server) Describe(ch chan<- *prometheus.Desc) {
+	ch <- poolSizeDesc
+	ch <- inUseDesc
+	ch <- leasesDesc
+}
+
+func (s *Server) Collect(ch chan<- prometheus.Metric) {
+	s.mu.Lock()
+	hs := make(map[string]*Handler, len(s.handlers))
+	for k, v := range s.handlers {
+		hs[k] = v
+	}
+	s.mu.Unlock()
+	for zone, h := range hs {
+		pool, inUse, active, _ := h.usage()
+		ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, float64(pool), zone)
+		ch <- prometheus.MustNewConstMetric(inUseDesc, prometheus.GaugeValue, float64(inUse), zone)
+		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(active), zone)
+	}
+}
