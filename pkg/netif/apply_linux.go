@@ -65,7 +65,7 @@ func (linuxSystem) apply(ctx context.Context, log *slog.Logger, old, want *Plan)
 			}
 		}
 	}
-	if err := applyRoutes(h, want, missing); err != nil {
+	if err := removeLegacyRoutes(h); err != nil {
 		errs = append(errs, err)
 	}
 	return missing, errors.Join(errs...)
@@ -115,6 +115,9 @@ func applyLink(h *netlink.Handle, link netlink.Link, l Link, old *Plan) error {
 		if err := h.LinkSetUp(link); err != nil {
 			return fmt.Errorf("link %s: set up: %w", l.Name, err)
 		}
+	}
+	if l.DHCP {
+		return nil // the uplink manager's DHCP client owns them
 	}
 	return syncAddrs(h, link, l.Addrs)
 }
@@ -171,53 +174,28 @@ func releaseLink(h *netlink.Handle, l Link) error {
 			return fmt.Errorf("link %s: leave bridge: %w", l.Name, err)
 		}
 	}
+	if l.DHCP {
+		return nil // the uplink manager releases the lease and its address
+	}
 	return syncAddrs(h, link, nil)
 }
 
-func applyRoutes(h *netlink.Handle, want *Plan, missing []string) error {
+// removeLegacyRoutes deletes the main-table default routes that earlier
+// versions installed (protocol RouteProtocol): left in place, they would
+// override the uplink manager's policy routing.
+func removeLegacyRoutes(h *netlink.Handle) error {
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
 	have, err := h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return fmt.Errorf("list routes: %w", err)
 	}
 	var errs []error
-	var keep []netlink.Route
-	for _, r := range want.Routes {
-		if slices.Contains(missing, r.Dev) {
-			continue
-		}
-		link, err := h.LinkByName(r.Dev)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("route via %s: %w", r.Dev, err))
-			continue
-		}
-		nr := netlink.Route{
-			LinkIndex: link.Attrs().Index,
-			Dst:       toIPNet(r.Dst),
-			Gw:        r.Gw.AsSlice(),
-			Priority:  r.Metric,
-			Protocol:  RouteProtocol,
-			Table:     unix.RT_TABLE_MAIN,
-		}
-		if err := h.RouteReplace(&nr); err != nil {
-			errs = append(errs, fmt.Errorf("route %s via %s dev %s: %w", r.Dst, r.Gw, r.Dev, err))
-			continue
-		}
-		keep = append(keep, nr)
-	}
 	for _, r := range have {
-		if !slices.ContainsFunc(keep, func(k netlink.Route) bool { return sameRoute(k, r) }) {
-			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("remove route %s: %w", r, err))
-			}
+		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove route %s: %w", r, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func sameRoute(a, b netlink.Route) bool {
-	return a.LinkIndex == b.LinkIndex && a.Priority == b.Priority && a.Gw.Equal(b.Gw) &&
-		toPrefix(a.Dst) == toPrefix(b.Dst)
 }
 
 func toIPNet(p netip.Prefix) *net.IPNet {

@@ -15,9 +15,12 @@ type Manager struct {
 	log *slog.Logger
 	sys system
 
+	warn Warnings // nil: missing links are only logged
+
 	mu      sync.Mutex
 	applied *Plan    // last plan applied, to remove what a new one drops
 	missing []string // planned links absent from the system at the last apply
+	warned  map[string]bool
 }
 
 // system is the kernel side of Apply; the Linux implementation uses
@@ -27,9 +30,9 @@ type system interface {
 }
 
 // New returns the interfaces component, acting on the current network
-// namespace.
-func New(log *slog.Logger) *Manager {
-	return &Manager{log: log, sys: newSystem()}
+// namespace. Missing interfaces are reported to w (nil: logged only).
+func New(log *slog.Logger, w Warnings) *Manager {
+	return &Manager{log: log, sys: newSystem(), warn: w, warned: map[string]bool{}}
 }
 
 func (m *Manager) Name() string { return "interfaces" }
@@ -45,6 +48,7 @@ func (m *Manager) Apply(ctx context.Context, p box.Plan) error {
 	defer m.mu.Unlock()
 	missing, err := m.sys.apply(ctx, m.log, m.applied, want)
 	m.missing = missing
+	m.reportMissing(want)
 	if err != nil {
 		return fmt.Errorf("interfaces: %w", err)
 	}

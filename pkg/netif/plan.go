@@ -1,7 +1,8 @@
 // Package netif owns the box's interfaces as the config describes them:
-// links up, MTU, zone bridges, addresses, IPv4 forwarding and the default
-// routes of static uplinks. Planning is pure; applying is done through
-// netlink in apply_linux.go.
+// links up, MTU, zone bridges, addresses (but those of dhcp uplinks) and
+// IPv4 forwarding. Default routes belong to the uplink manager
+// (pkg/uplink). Planning is pure; applying is done through netlink in
+// apply_linux.go.
 package netif
 
 import (
@@ -14,16 +15,15 @@ import (
 	"passerelle/pkg/config"
 )
 
-// RouteProtocol marks the routes this package installs (rtm_protocol), so
-// it can find and remove its own and never touches anyone else's
-// (tailscaled's, the kernel's connected routes).
+// RouteProtocol marked the default routes earlier versions of this package
+// installed in the main table (rtm_protocol). Apply removes any left
+// behind: default routing is the uplink manager's now.
 const RouteProtocol = 123
 
 // Plan is the desired interface state.
 type Plan struct {
 	Forwarding bool
 	Links      []Link
-	Routes     []Route
 }
 
 // Link is one interface the box manages.
@@ -34,16 +34,11 @@ type Link struct {
 	Master string // bridge this interface belongs to
 	MTU    int    // 0 keeps the driver's
 	Addrs  []netip.Prefix
+	// DHCP: the addresses are the DHCP client's (pkg/uplink), never
+	// touched here.
+	DHCP bool
 	// Hotplug links may be absent at boot (USB modems); the others too,
 	// but then it is a fault worth a warning.
-}
-
-// Route is a route the box installs in the main table.
-type Route struct {
-	Dst    netip.Prefix
-	Gw     netip.Addr
-	Dev    string
-	Metric int
 }
 
 var _ box.Plan = (*Plan)(nil)
@@ -54,19 +49,12 @@ func BridgeName(zone string) string { return "br-" + zone }
 // Compile plans the interfaces of a valid config.
 func Compile(cfg *config.Config) (*Plan, error) {
 	p := &Plan{Forwarding: true}
-	for i, u := range cfg.Uplinks {
+	for _, u := range cfg.Uplinks {
 		l := Link{Name: u.Interface, Role: "uplink " + u.Name, MTU: u.MTU}
 		if u.Addressing == config.AddressingStatic {
 			l.Addrs = []netip.Prefix{u.Address}
-			// Metrics follow priority, then config order, so the most
-			// preferred uplink carries traffic until the uplink manager
-			// (policy routing) takes over.
-			p.Routes = append(p.Routes, Route{
-				Dst:    netip.PrefixFrom(netip.IPv4Unspecified(), 0),
-				Gw:     u.Gateway,
-				Dev:    u.Interface,
-				Metric: u.Priority*100 + i,
-			})
+		} else {
+			l.DHCP = true
 		}
 		p.Links = append(p.Links, l)
 	}
@@ -116,10 +104,10 @@ func (p *Plan) String() string {
 		for _, a := range l.Addrs {
 			fmt.Fprintf(&b, " addr %s", a)
 		}
+		if l.DHCP {
+			b.WriteString(" addr dhcp")
+		}
 		b.WriteString("\n")
-	}
-	for _, r := range p.Routes {
-		fmt.Fprintf(&b, "route %s via %s dev %s metric %d\n", r.Dst, r.Gw, r.Dev, r.Metric)
 	}
 	return b.String()
 }
