@@ -31,7 +31,10 @@
 //	203.0.113.10/32     internet test server (HTTP :80, DNS :53), on lo
 //	203.0.113.100/32    academy server (HTTP :80), on lo
 //
-// Uplink and zone addresses come from the Spec.
+// Uplink and zone addresses come from the Spec. An uplink with a DHCPSpec
+// gets its address from a DHCP server in its ISP namespace (SpecFromConfig
+// puts DHCP uplink n in 100.64.(n+1).0/24); tests change its lease time
+// and address through Lab.DHCPServer.
 //
 // The lab's routers (ISPs, internet) forward and have reverse-path filtering
 // off, whatever the host's defaults: the lab must behave the same on every

@@ -32,6 +32,7 @@ type Lab struct {
 	stateDir string
 	plan     *plan
 	servers  *servers
+	dhcp     map[string]*DHCPServer // ISP DHCP servers, by uplink name
 
 	mu   sync.Mutex
 	down bool
@@ -153,7 +154,7 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.servers.startHTTP(acad, ":80", AcademyHTTPBody); err != nil {
 		return fmt.Errorf("academy: %w", err)
 	}
-	return nil
+	return l.startDHCPServers()
 }
 
 // Down stops the servers, kills every process living in the lab's
@@ -176,6 +177,9 @@ func (l *Lab) Down() error {
 		errs = append(errs, err)
 	}
 	cancel()
+	if err := l.stopDHCPServers(); err != nil {
+		errs = append(errs, err)
+	}
 	removed, err := teardownNamespaces(l.logger, l.plan.namespaceNames())
 	if err != nil {
 		errs = append(errs, err)

@@ -19,6 +19,7 @@ type UplinkSpec struct {
 	Interface string       // box-side interface name, e.g. "wan0"
 	BoxAddr   netip.Prefix // address the box will put on Interface (e.g. 192.0.2.2/30); the lab does NOT configure the box side
 	Gateway   netip.Addr   // ISP gateway address on the link (e.g. 192.0.2.1), configured by the lab in the ISP namespace
+	DHCP      *DHCPSpec    // if set, the ISP serves BoxAddr by DHCP (see DHCPSpec)
 }
 
 // ZoneSpec describes one LAN zone of the box and its test client.

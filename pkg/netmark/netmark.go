@@ -54,8 +54,11 @@ const (
 	// PrioUplinkBase + i: "fwmark Uplink(i)/UplinkMask lookup
 	// TableUplinkBase+i", keeping established flows on their uplink.
 	PrioUplinkBase = 1100
-	// PrioActive: "lookup TableActive" for new flows.
-	PrioActive = 1900
+	// PrioActive: "lookup TableActive" for new flows. It comes after
+	// tailscaled's rules (5210-5270, table 52) so traffic for the tailnet
+	// and the academy's advertised routes takes the tunnel, not the
+	// default uplink.
+	PrioActive = 6000
 )
 
 // UplinkTable returns the routing table of uplink i.

@@ -16,6 +16,9 @@ func TestUplinkMarksRoundTripAndAvoidTailscale(t *testing.T) {
 			t.Errorf("uplink %d collides with tailscaled's rules or table", i)
 		}
 	}
+	if PrioActive <= 5270 {
+		t.Errorf("PrioActive %d comes before tailscaled's table 52 rule (5270): tunnel traffic would leave by an uplink", PrioActive)
+	}
 	if UplinkIndex(0) != -1 || UplinkIndex(0x12340000) != -1 {
 		t.Error("unmarked flows must map to no uplink")
 	}
