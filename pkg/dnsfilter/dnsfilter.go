@@ -1,0 +1,346 @@
+// Package dnsfilter is the box's filtering DNS resolver for minors: a
+// server on every LAN zone's box address (UDP and TCP, never on uplinks),
+// per-zone profiles built from UT1 categories and custom lists, safe
+// search, bypass defences, Extended DNS Errors naming the block reason, a
+// per-client rate limit, privacy-preserving counters and log, and list
+// versions refreshed outside school hours. Resolution and caching are
+// pkg/resolver's; the lists are pkg/ut1's.
+package dnsfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"passerelle/pkg/box"
+	"passerelle/pkg/config"
+	"passerelle/pkg/health"
+	"passerelle/pkg/resolver"
+	"passerelle/pkg/ut1"
+)
+
+// AddressBlocker is the firewall's set of addresses zones may not reach:
+// the filter hands it the addresses of DoH endpoints.
+type AddressBlocker interface {
+	SetBlocked(ctx context.Context, addrs []netip.Addr) error
+}
+
+// Warnings is where the filter raises what a technician must know (lists
+// missing, update refused, a zone without DNS).
+type Warnings interface {
+	Raise(component, code string, sev health.Severity, message string)
+	Clear(code string)
+}
+
+// Options are the filter's dependencies. Zero values are usable: no
+// metrics, no firewall, no warnings, the real clock, port 53.
+type Options struct {
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+	Blocker    AddressBlocker
+	Warnings   Warnings
+	// Port is the port served on zone addresses; 0 means 53 (tests and
+	// benchmarks use others).
+	Port int
+	// HTTPClient fetches list updates; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// UDPSockets is the number of UDP sockets per zone address sharing
+	// the port; 0 means one per CPU.
+	UDPSockets int
+}
+
+// maxInflight bounds the UDP queries waiting for upstreams at once; more
+// are dropped (and counted).
+const maxInflight = 8192
+
+// Filter is the DNS component of the box.
+type Filter struct {
+	log     *slog.Logger
+	now     func() time.Time
+	opt     Options
+	res     *resolver.Resolver
+	limiter *rateLimiter
+	qlog    *queryLog
+	stats   hourlyStats
+	m       *metrics
+
+	zoneCounters sync.Map // zone -> *zoneCounters
+	// inflight bounds the UDP queries waiting for upstreams at once.
+	inflight chan struct{}
+
+	policy      atomic.Pointer[policy]
+	lists       atomic.Pointer[ut1.Lists]
+	listsSince  atomic.Int64 // unix nanoseconds the lists in use were installed
+	listsKick   chan struct{}
+	listsLoaded chan struct{} // closed at the first successful load (tests)
+	loadedOnce  sync.Once
+
+	mu        sync.Mutex
+	plan      *Plan
+	listeners map[string]*listener // by zone
+	running   bool
+	wg        sync.WaitGroup
+}
+
+// listener is the server on one zone address.
+type listener struct {
+	zone    string
+	addr    string // host:port
+	udp     []net.PacketConn
+	tcp     net.Listener
+	servers []*dns.Server
+	serving bool
+	err     error
+}
+
+// New returns the DNS filter. Until its first Apply it serves nothing.
+func New(o Options) *Filter {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Port == 0 {
+		o.Port = 53
+	}
+	if o.UDPSockets == 0 {
+		o.UDPSockets = runtime.NumCPU()
+	}
+	f := &Filter{
+		log: o.Log, now: o.Now, opt: o,
+		limiter:     newRateLimiter(o.Now),
+		listeners:   map[string]*listener{},
+		listsKick:   make(chan struct{}, 1),
+		listsLoaded: make(chan struct{}),
+		inflight:    make(chan struct{}, maxInflight),
+	}
+	f.m = newMetrics(o.Registerer, func() float64 {
+		if s := f.listsSince.Load(); s != 0 {
+			return f.now().Sub(time.Unix(0, s)).Seconds()
+		}
+		return 0
+	})
+	f.res = resolver.New(o.Log.With("part", "resolver"), o.Registerer, o.Now)
+	f.qlog = newQueryLog(o.Log.With("part", "querylog"), f.m.logDropped)
+	empty, _ := newPolicy(&Plan{}, nil)
+	f.policy.Store(empty)
+	return f
+}
+
+func (f *Filter) Name() string { return "dns" }
+
+// Plan implements box.Component.
+func (f *Filter) Plan(cfg *config.Config) (box.Plan, error) { return Compile(cfg) }
+
+// Apply swaps in the new plan: the resolver's configuration, the policy
+// (atomically: queries in flight finish with the old one), the listeners
+// (new zones bound, removed ones closed). Lists are (re)loaded in the
+// background by Run: until then fail-closed profiles answer blocked.
+func (f *Filter) Apply(ctx context.Context, p box.Plan) error {
+	plan, ok := p.(*Plan)
+	if !ok {
+		return fmt.Errorf("dns: unexpected plan type %T", p)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	pol, err := newPolicy(plan, f.lists.Load())
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	old := f.plan
+	f.res.Configure(plan.Resolver)
+	f.limiter.setRate(plan.RateLimit)
+	f.qlog.configure(plan.Privacy)
+	f.plan = plan
+	f.policy.Store(pol)
+	f.reportProfiles(pol)
+	f.reconcileListeners(plan)
+	if old == nil || old.Lists != plan.Lists || f.lists.Load() == nil {
+		f.kickLists()
+	}
+	return nil
+}
+
+// Run serves until ctx is done: the listeners, the list manager, the
+// blocked-query log and housekeeping.
+func (f *Filter) Run(ctx context.Context) error {
+	f.mu.Lock()
+	if f.running {
+		f.mu.Unlock()
+		return errors.New("dns: already running")
+	}
+	f.running = true
+	for _, l := range f.listeners {
+		f.startLocked(l)
+	}
+	f.mu.Unlock()
+
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Go(func() { f.manageLists(ctx) })
+	bg.Go(func() { f.qlog.run(stop, f.now) })
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			close(stop)
+			f.mu.Lock()
+			for zone, l := range f.listeners {
+				f.closeLocked(l)
+				delete(f.listeners, zone)
+			}
+			f.running = false
+			f.mu.Unlock()
+			f.wg.Wait()
+			bg.Wait()
+			return nil
+		case <-tick.C:
+			f.mu.Lock()
+			if f.plan != nil {
+				f.reconcileListeners(f.plan) // rebinds what failed
+			}
+			f.mu.Unlock()
+			if n%10 == 0 {
+				f.limiter.prune()
+			}
+		}
+	}
+}
+
+// Stats returns the aggregate counters of blocked queries per hour, zone
+// and reason (the last two days).
+func (f *Filter) Stats() []HourStat { return f.stats.list() }
+
+// Lists returns the lists in use, nil until loaded.
+func (f *Filter) Lists() *ut1.Lists { return f.lists.Load() }
+
+// reconcileListeners binds a listener per zone of the plan and closes the
+// others. A bind that fails is reported and retried every second by Run.
+func (f *Filter) reconcileListeners(plan *Plan) {
+	want := map[string]string{}
+	for _, l := range plan.Listeners {
+		want[l.Zone] = net.JoinHostPort(l.Addr.String(), fmt.Sprint(f.opt.Port))
+	}
+	for zone, l := range f.listeners {
+		if want[zone] != l.addr {
+			f.closeLocked(l)
+			delete(f.listeners, zone)
+			f.log.Info("stopped serving zone", "zone", zone, "addr", l.addr)
+		}
+	}
+	for zone, addr := range want {
+		if l, ok := f.listeners[zone]; ok && l.err == nil {
+			continue
+		}
+		l := f.bind(zone, addr)
+		f.listeners[zone] = l
+		code := "dns-listen:" + zone
+		if l.err != nil {
+			f.warn(code, health.Critical, fmt.Sprintf("DNS cannot listen on %s for zone %s: %v", addr, zone, l.err))
+			continue
+		}
+		f.clear(code)
+		f.log.Info("serving zone", "zone", zone, "addr", addr)
+		if f.running {
+			f.startLocked(l)
+		}
+	}
+}
+
+func (f *Filter) bind(zone, addr string) *listener {
+	l := &listener{zone: zone, addr: addr}
+	for range f.opt.UDPSockets {
+		pc, err := listenUDP(addr, true)
+		if err != nil {
+			l.err = err
+			break
+		}
+		l.udp = append(l.udp, pc)
+	}
+	if l.err == nil {
+		l.tcp, l.err = listenTCP(addr)
+	}
+	if l.err != nil {
+		for _, pc := range l.udp {
+			pc.Close()
+		}
+		if l.tcp != nil {
+			l.tcp.Close()
+		}
+		l.udp, l.tcp = nil, nil
+	}
+	return l
+}
+
+func (f *Filter) startLocked(l *listener) {
+	if l.serving || l.err != nil {
+		return
+	}
+	l.serving = true
+	h := &zoneHandler{f: f, zone: l.zone}
+	for _, pc := range l.udp {
+		f.wg.Go(func() {
+			if err := f.serveUDP(l.zone, pc); err != nil {
+				f.log.Warn("dns server stopped", "zone", l.zone, "addr", l.addr, "net", "udp", "err", err)
+			}
+		})
+	}
+	l.servers = append(l.servers, &dns.Server{Listener: l.tcp, Handler: h})
+	for _, s := range l.servers {
+		f.wg.Go(func() {
+			if err := s.ActivateAndServe(); err != nil {
+				f.log.Warn("dns server stopped", "zone", l.zone, "addr", l.addr, "err", err)
+			}
+		})
+	}
+}
+
+func (f *Filter) closeLocked(l *listener) {
+	if l.serving {
+		for _, s := range l.servers {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := s.ShutdownContext(ctx); err != nil {
+				f.log.Debug("dns server shutdown", "zone", l.zone, "err", err)
+			}
+			cancel()
+		}
+	}
+	// Shutdown closes started servers' sockets; close ours in any case
+	// (closing twice is harmless).
+	for _, pc := range l.udp {
+		pc.Close()
+	}
+	if l.tcp != nil {
+		l.tcp.Close()
+	}
+	l.serving = false
+}
+
+func (f *Filter) warn(code string, sev health.Severity, msg string) {
+	if f.opt.Warnings != nil {
+		f.opt.Warnings.Raise("dns", code, sev, msg)
+	}
+}
+
+func (f *Filter) clear(code string) {
+	if f.opt.Warnings != nil {
+		f.opt.Warnings.Clear(code)
+	}
+}
