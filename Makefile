@@ -26,12 +26,19 @@ test: vet
 	$(GO) test $(TESTFLAGS) ./...
 	@# Fuzz targets run briefly so a regression in input handling fails CI.
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime 10s ./pkg/dhcpd
+	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime 10s ./pkg/dnsfilter
+	$(GO) test -run '^$$' -fuzz '^FuzzLeaseFromACK$$' -fuzztime 10s ./pkg/dhcpclient
 
 test-short:
 	$(GO) test -short -count=1 ./...
 
 bench: build
 	bash tools/bench/render/run.sh
+	bash tools/bench/firewall/run.sh
+	bash tools/bench/failover/run.sh
+	bash tools/bench/dns/run.sh && $(GO) test -run '^$$' -bench 'Load5M|Build5M' -benchtime 3x ./pkg/ut1 ./pkg/domainset
+	$(GO) test -run '^$$' -bench . ./pkg/dhcpd ./pkg/timesync
 
 schema:
 	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json

@@ -1,5 +1,8 @@
 // Command passerelle is the firmware of a Passerelle school gateway: one
-// daemon that configures and supervises the whole box.
+// daemon that configures and supervises the whole box. On the board it is
+// the init (PID 1): it mounts the filesystems and /perm, reaps orphans,
+// drives the watchdog and reboots on SIGTERM (powers off on SIGUSR2). Run
+// as an ordinary process (lab, development) it does none of that.
 //
 //	passerelle run --config FILE
 //	passerelle check-config [--print-effective] FILE
@@ -19,10 +22,11 @@ import (
 )
 
 const usage = `usage:
-  passerelle run --config FILE          run the box with this configuration
+  passerelle run --config FILE          run the box with this configuration (as PID 1: also the init)
   passerelle check-config [--print-effective] FILE
                                         validate a configuration; print it with defaults
   passerelle plan FILE                  print what the configuration sets up, applying nothing
+  passerelle firewall show              print the live nftables table, with its counters
   passerelle version                    print the firmware version
 `
 
@@ -44,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "plan":
 		return cmdPlan(args[1:], stdout, stderr)
+	case "firewall":
+		return cmdFirewall(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return 0

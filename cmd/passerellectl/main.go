@@ -14,6 +14,7 @@ const usage = `usage:
                                         render one config per school of an inventory
   passerellectl schema                  print the configuration's JSON Schema
   passerellectl lab up|down|status|exec run the virtual school network
+  passerellectl firewall compile CONFIG print the nftables table a configuration loads
 `
 
 func main() {
@@ -34,6 +35,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSchema(args[1:], stdout, stderr)
 	case "lab":
 		return cmdLab(args[1:], stdout, stderr)
+	case "firewall":
+		return cmdFirewall(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -55,12 +55,14 @@ type Uplink struct {
 	Weight     int          `yaml:"weight" default:"1" doc:"Share of new flows among healthy links of equal priority (1-100)."`
 	MTU        int          `yaml:"mtu" doc:"Interface MTU (576-9000); 0 keeps the driver's."`
 	Probe      Probe        `yaml:"probe" doc:"Health probes sent through this link."`
+	LeaseFile  string       `yaml:"lease_file" doc:"Where a dhcp uplink keeps its lease across reboots, to ask for the same address; default /perm/uplink/<name>.lease (dhcp only)."`
 }
 
 // Probe tunes how an uplink's health is measured. The defaults detect a
 // silent failure in under a second without flapping on a lossy line.
 type Probe struct {
-	Targets      []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link (ICMP echo)."`
+	Targets      []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link."`
+	Kind         ProbeKind    `yaml:"kind" default:"icmp" doc:"How targets are probed: icmp (echo request), dns (a query to port 53; any answer counts) or http (a request to port 80; any response counts)."`
 	Interval     Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
 	Timeout      Duration     `yaml:"timeout" default:"300ms" doc:"How long to wait for each answer (10ms-10s)."`
 	Quorum       int          `yaml:"quorum" doc:"Targets that must answer for a round to pass; default a majority."`
@@ -144,6 +146,7 @@ type DNS struct {
 	Cache               Cache                `yaml:"cache" doc:"Answer cache."`
 	Privacy             Privacy              `yaml:"privacy" doc:"What the resolver may record about queries."`
 	RateLimit           int                  `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
+	Race                bool                 `yaml:"race" doc:"Send each query to the two best upstreams at once and use the first answer (more upstream traffic, less latency)."`
 }
 
 // Upstream is one forwarding resolver.
@@ -190,12 +193,13 @@ type Cache struct {
 type Privacy struct {
 	QueryLog  QueryLog `yaml:"query_log" default:"off" doc:"off (aggregate counters only) or blocked (blocked queries, client address hashed with a daily key)."`
 	Retention Duration `yaml:"retention" default:"168h" doc:"How long the blocked-query log is kept (1h-30d)."`
+	Directory string   `yaml:"directory" default:"/perm/dns/blocked" doc:"Where the blocked-query log is kept (one file per hour, deleted after retention); never sent off the box."`
 }
 
 // Time configures the clock.
 type Time struct {
 	Servers []string `yaml:"servers" default:"ntp.renater.fr" doc:"NTP servers the box synchronises with (host names or addresses)."`
-	Serve   bool     `yaml:"serve" default:"true" doc:"Answer NTP queries from the LAN zones."`
+	Serve   bool     `yaml:"serve" default:"true" doc:"Answer NTP queries from the LAN zones (guest zones excepted: phones set their clocks from the internet)."`
 }
 
 // Tunnel is the overlay link to the academy datacenter.

@@ -35,6 +35,9 @@ func applyDerived(c *Config) {
 		if p.Quorum == 0 {
 			p.Quorum = len(p.Targets)/2 + 1
 		}
+		if u := &c.Uplinks[i]; u.Addressing == AddressingDHCP && u.LeaseFile == "" && u.Name != "" {
+			u.LeaseFile = "/perm/uplink/" + u.Name + ".lease"
+		}
 	}
 	for i := range c.Zones {
 		z := &c.Zones[i]

@@ -85,6 +85,20 @@ var addressings = []Addressing{AddressingStatic, AddressingDHCP}
 func (a *Addressing) UnmarshalText(b []byte) error { return parseEnum(a, b, addressings) }
 func (Addressing) enumValues() []string            { return enumStrings(addressings) }
 
+// ProbeKind is how an uplink's probe targets are asked for an answer.
+type ProbeKind string
+
+const (
+	ProbeICMP ProbeKind = "icmp"
+	ProbeDNS  ProbeKind = "dns"
+	ProbeHTTP ProbeKind = "http"
+)
+
+var probeKinds = []ProbeKind{ProbeICMP, ProbeDNS, ProbeHTTP}
+
+func (k *ProbeKind) UnmarshalText(b []byte) error { return parseEnum(k, b, probeKinds) }
+func (ProbeKind) enumValues() []string            { return enumStrings(probeKinds) }
+
 // ZoneKind sets a zone's firewall defaults.
 type ZoneKind string
 

@@ -153,9 +153,15 @@ func (v *validator) uplinks(useIface func(path, name string)) {
 			} else if u.Gateway == u.Address.Addr() {
 				v.errf(p+".gateway", "%s is the box's own address on this link, not its gateway", u.Gateway)
 			}
+			if u.LeaseFile != "" {
+				v.errf(p+".lease_file", "a static uplink has no lease: remove lease_file or use addressing: dhcp")
+			}
 		case AddressingDHCP:
 			if u.Address.IsValid() || u.Gateway.IsValid() {
 				v.errf(p+".addressing", "a dhcp uplink takes no address or gateway: remove them or use addressing: static")
+			}
+			if !filepath.IsAbs(u.LeaseFile) {
+				v.errf(p+".lease_file", "%q is not an absolute path", u.LeaseFile)
 			}
 		}
 		if u.Priority < 1 || u.Priority > 100 {
@@ -552,6 +558,9 @@ func (v *validator) dns() {
 		v.errf("dns.cache.min_ttl", "%s must be between 0s and max_ttl (%s)", d.Cache.MinTTL, d.Cache.MaxTTL)
 	}
 	v.duration("dns.privacy.retention", d.Privacy.Retention, time.Hour, 30*24*time.Hour)
+	if !filepath.IsAbs(d.Privacy.Directory) {
+		v.errf("dns.privacy.directory", "%q is not an absolute path", d.Privacy.Directory)
+	}
 	v.intRange("dns.rate_limit", d.RateLimit, 10, 100000)
 }
 
