@@ -18,9 +18,18 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/passerelle ./cmd/passerellectl
 
+# The demo filters with the UT1 snapshot beside the repository when it is
+# there (a real box keeps its lists on /perm); without it the pupils' zones
+# answer every name as blocked, as a box does until its lists arrive.
+DEMO_LISTS ?= $(abspath $(CURDIR)/../shared/data/ut1)
+DEMO_CONFIG := $(BIN)/demo.yaml
+
 demo: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces); try: sudo make demo"; exit 1; fi
-	$(BIN)/passerellectl lab up --config configs/demo.yaml --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/configs/demo.yaml'
+	@if [ -d "$(DEMO_LISTS)" ]; then \
+		sed 's|^dns:$$|dns:\n  lists:\n    directory: $(DEMO_LISTS)|' configs/demo.yaml > $(DEMO_CONFIG); \
+	else cp configs/demo.yaml $(DEMO_CONFIG); echo "note: no UT1 lists at $(DEMO_LISTS): pupils' zones will answer blocked"; fi
+	$(BIN)/passerellectl lab up --config $(DEMO_CONFIG) --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/$(DEMO_CONFIG) --dhcp-lease-dir $(CURDIR)/$(BIN)/demo-leases'
 
 test: vet
 	$(GO) test $(TESTFLAGS) ./...
