@@ -116,6 +116,7 @@ func startFirewallLab(t *testing.T, name, file string) *fwLab {
 		t.Fatal(err)
 	}
 	data, changed := labVariant(t, name, data)
+	data = isolateState(t, data)
 	t.Logf("lab variant of %s: %s", file, changed)
 	path := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -143,25 +144,13 @@ func startFirewallLab(t *testing.T, name, file string) *fwLab {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	fl := &fwLab{firmware: &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}, exited: make(chan error, 1)}, extra: map[string]bool{}}
+	fl := &fwLab{firmware: &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}, extra: map[string]bool{}}
 	if cfg.Tunnel.Enabled {
 		fl.simulateTunnel(t)
 	}
 	fl.routeZonesFromInternet(t)
 	fw := fl.firmware
-	fw.cmd = exec.Command(bin, "run", "--config", path, "--log-level", "debug")
-	fw.cmd.Stdout, fw.cmd.Stderr = fw.logs, fw.logs
-	if err := lab.StartCommand(l.Namespace(lab.RoleBox), fw.cmd); err != nil {
-		t.Fatalf("start firmware: %v", err)
-	}
-	go func() { fw.exited <- fw.cmd.Wait(); close(fw.exited) }() // closed so a second reader never blocks
-	t.Cleanup(func() {
-		fw.cmd.Process.Kill()
-		<-fw.exited
-		if t.Failed() {
-			t.Logf("firmware log:\n%s", fw.logs.String())
-		}
-	})
+	fw.launch(t, bin, l.Namespace(lab.RoleBox), t.TempDir())
 	fw.waitLog(t, "configuration applied", 15*time.Second)
 	return fl
 }

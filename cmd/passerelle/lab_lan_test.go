@@ -42,7 +42,8 @@ type lanLab struct {
 	lab      *lab.Lab
 	cfg      *config.Config
 	path     string
-	leaseDir string
+	stateDir string // the daemon's persistent state (its /perm)
+	leaseDir string // stateDir/dhcp, where launch puts the lease files
 }
 
 func upLANLab(t *testing.T, unaddressed bool) *lanLab {
@@ -82,7 +83,8 @@ func upLANLab(t *testing.T, unaddressed bool) *lanLab {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	return &lanLab{lab: l, cfg: cfg, path: path, leaseDir: filepath.Join(dir, "perm", "dhcp")}
+	state := filepath.Join(dir, "perm")
+	return &lanLab{lab: l, cfg: cfg, path: path, stateDir: state, leaseDir: filepath.Join(state, "dhcp")}
 }
 
 // start runs the firmware in the lab's box namespace with the lab's lease
@@ -93,23 +95,8 @@ func (ll *lanLab) start(t *testing.T) *firmware {
 	if err != nil {
 		t.Fatalf("build firmware: %v", err)
 	}
-	fw := &firmware{lab: ll.lab, cfg: ll.cfg, path: ll.path, logs: &lockedBuffer{}, exited: make(chan error, 1)}
-	fw.cmd = exec.Command(bin, "run", "--config", ll.path, "--log-level", "debug", "--dhcp-lease-dir", ll.leaseDir, "--set-clock", "never")
-	fw.cmd.Stdout, fw.cmd.Stderr = fw.logs, fw.logs
-	if err := lab.StartCommand(ll.lab.Namespace(lab.RoleBox), fw.cmd); err != nil {
-		t.Fatalf("start firmware: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- fw.cmd.Wait() }()
-	// exited is what waitLog watches; stop reads done.
-	go func() { err := <-done; fw.exited <- err; close(fw.exited) }()
-	t.Cleanup(func() {
-		fw.cmd.Process.Kill()
-		<-fw.exited
-		if t.Failed() {
-			t.Logf("firmware log:\n%s", fw.logs.String())
-		}
-	})
+	fw := &firmware{lab: ll.lab, cfg: ll.cfg, path: ll.path, logs: &lockedBuffer{}}
+	fw.launch(t, bin, ll.lab.Namespace(lab.RoleBox), ll.stateDir)
 	fw.waitLog(t, "configuration applied", 10*time.Second)
 	return fw
 }

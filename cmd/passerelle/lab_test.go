@@ -94,6 +94,7 @@ func startFirmware(t *testing.T, configFile string) *firmware {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data = isolateState(t, data)
 	cfg, err := config.Parse(configFile, data)
 	if err != nil {
 		t.Fatal(err)
@@ -115,22 +116,51 @@ func startFirmware(t *testing.T, configFile string) *firmware {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}, exited: make(chan error, 1)}
-	fw.cmd = exec.Command(bin, "run", "--config", path, "--log-level", "debug")
-	fw.cmd.Stdout, fw.cmd.Stderr = fw.logs, fw.logs
-	if err := lab.StartCommand(l.Namespace(lab.RoleBox), fw.cmd); err != nil {
+	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
+	fw.launch(t, bin, l.Namespace(lab.RoleBox), t.TempDir())
+	fw.waitLog(t, "configuration applied", 10*time.Second)
+	return fw
+}
+
+// launch starts `passerelle run` on fw.path in namespace ns, with its
+// persistent state under stateDir (never the host's /perm) and the clock
+// left alone (the lab shares the host's), and kills it when the test ends.
+// It may be called again after the daemon stopped, to restart it.
+func (fw *firmware) launch(t *testing.T, bin, ns, stateDir string, extra ...string) {
+	t.Helper()
+	args := append([]string{"run", "--config", fw.path, "--log-level", "debug",
+		"--dhcp-lease-dir", filepath.Join(stateDir, "dhcp"), "--set-clock", "never"}, extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = fw.logs, fw.logs
+	if err := lab.StartCommand(ns, cmd); err != nil {
 		t.Fatalf("start firmware: %v", err)
 	}
-	go func() { fw.exited <- fw.cmd.Wait(); close(fw.exited) }() // closed so a second reader never blocks
+	exited := make(chan error, 1)
+	fw.cmd, fw.exited = cmd, exited
+	// Closed after the exit status, so a second reader never blocks.
+	go func() { exited <- cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		fw.cmd.Process.Kill()
-		<-fw.exited
+		cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("firmware pid %d did not exit after SIGKILL", cmd.Process.Pid)
+		}
 		if t.Failed() {
 			t.Logf("firmware log:\n%s", fw.logs.String())
 		}
 	})
-	fw.waitLog(t, "configuration applied", 10*time.Second)
-	return fw
+}
+
+// isolateState points the config's persistent paths that tests would
+// otherwise write on the host (/perm) at a temporary directory.
+func isolateState(t *testing.T, data []byte) []byte {
+	t.Helper()
+	s := string(data)
+	if strings.Contains(s, "  privacy:\n") && !strings.Contains(s, "    directory:") {
+		s = strings.Replace(s, "  privacy:\n", "  privacy:\n    directory: "+filepath.Join(t.TempDir(), "dns")+"\n", 1)
+	}
+	return []byte(s)
 }
 
 // waitLog waits until the daemon has logged s (counting from the start).

@@ -69,25 +69,9 @@ func startUplinkLab(t *testing.T, cfgText string, tweak func(*lab.Spec)) *firmwa
 		}
 	})
 	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
-	leaseDir := filepath.Join(t.TempDir(), "dhcp")
-	start := func() {
-		fw.exited = make(chan error, 1)
-		fw.cmd = exec.Command(bin, "run", "--config", path, "--log-level", "debug", "--dhcp-lease-dir", leaseDir)
-		fw.cmd.Stdout, fw.cmd.Stderr = fw.logs, fw.logs
-		if err := lab.StartCommand(l.Namespace(lab.RoleBox), fw.cmd); err != nil {
-			t.Fatalf("start firmware: %v", err)
-		}
-		exited := fw.exited
-		go func() { exited <- fw.cmd.Wait() }()
-	}
+	stateDir := t.TempDir()
+	start := func() { fw.launch(t, bin, l.Namespace(lab.RoleBox), stateDir) }
 	start()
-	t.Cleanup(func() {
-		fw.cmd.Process.Kill()
-		<-fw.exited
-		if t.Failed() {
-			t.Logf("firmware log:\n%s", fw.logs.String())
-		}
-	})
 	fw.waitLog(t, "configuration applied", 10*time.Second)
 	restarts[fw] = func(sig os.Signal) {
 		fw.cmd.Process.Signal(sig)
