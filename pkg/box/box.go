@@ -38,10 +38,11 @@ type Component interface {
 }
 
 // Service is a component with work of its own: servers (DNS, DHCP, NTP),
-// probe loops, supervised children. The daemon calls Run once, after the
-// first successful Apply, for the box's lifetime; later Applies hand the
-// running service new plans, which it must take without dropping work in
-// flight. Run returns when ctx is done (nil) or when the service fails.
+// probe loops, supervised children. The daemon's supervisor calls Run after
+// the first successful Apply, and again (with backoff) if it returns an
+// error; later Applies hand the running service new plans, which it must
+// take without dropping work in flight. Run returns when ctx is done (nil)
+// or when the service fails.
 type Service interface {
 	Component
 	Run(ctx context.Context) error
