@@ -318,10 +318,48 @@ func TestCloneIsDeep(t *testing.T) {
 	}
 }
 
+// textType is a config scalar decoded from and printed to text.
+type textType[T comparable] interface {
+	*T
+	UnmarshalText([]byte) error
+	MarshalText() ([]byte, error)
+}
+
+// checkText checks that each input decodes, prints as its canonical form
+// and reads back to the same value, and that each bad input is refused.
+// It returns the decoded values, for type-specific checks.
+func checkText[T comparable, P textType[T]](t *testing.T, good [][2]string, bad []string) []T {
+	t.Helper()
+	var out []T
+	for _, tc := range good {
+		in, want := tc[0], tc[1]
+		var v T
+		if err := P(&v).UnmarshalText([]byte(in)); err != nil {
+			t.Errorf("UnmarshalText(%q): %v", in, err)
+			out = append(out, v)
+			continue
+		}
+		b, _ := P(&v).MarshalText()
+		if string(b) != want {
+			t.Errorf("%q prints as %q, want %q", in, b, want)
+		}
+		var back T
+		if err := P(&back).UnmarshalText(b); err != nil || back != v {
+			t.Errorf("%q: printed form %q reads back as %v (%v)", in, b, back, err)
+		}
+		out = append(out, v)
+	}
+	for _, in := range bad {
+		var v T
+		if err := P(&v).UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("UnmarshalText(%q) accepted: %v", in, v)
+		}
+	}
+	return out
+}
+
 func TestDurationText(t *testing.T) {
-	for _, tc := range []struct {
-		in, out string
-	}{
+	checkText[Duration](t, [][2]string{
 		{"200ms", "200ms"},
 		{"0s", "0s"},
 		{"0", "0s"},
@@ -333,62 +371,22 @@ func TestDurationText(t *testing.T) {
 		{"1h30m", "90m"},
 		{"1.5s", "1500ms"},
 		{"1500us", "1.5ms"},
-	} {
-		var d Duration
-		if err := d.UnmarshalText([]byte(tc.in)); err != nil {
-			t.Errorf("UnmarshalText(%q): %v", tc.in, err)
-			continue
-		}
-		b, _ := d.MarshalText()
-		if string(b) != tc.out {
-			t.Errorf("%q prints as %q, want %q", tc.in, b, tc.out)
-		}
-		var back Duration
-		if err := back.UnmarshalText(b); err != nil || back != d {
-			t.Errorf("%q: printed form %q reads back as %v (%v)", tc.in, b, back, err)
-		}
-	}
-	for _, bad := range []string{"", "300", "5 minutes", "1d", "-"} {
-		var d Duration
-		if err := d.UnmarshalText([]byte(bad)); err == nil {
-			t.Errorf("UnmarshalText(%q) accepted", bad)
-		}
-	}
+	}, []string{"", "300", "5 minutes", "1d", "-"})
 }
 
 func TestPortRangeText(t *testing.T) {
-	for _, tc := range []struct {
-		in, out     string
-		first, last uint16
-	}{
-		{"443", "443", 443, 443},
-		{"1", "1", 1, 1},
-		{"65535", "65535", 65535, 65535},
-		{"8000-8080", "8000-8080", 8000, 8080},
-		{"8000 - 8080", "8000-8080", 8000, 8080},
-		{"53-53", "53", 53, 53},
-	} {
-		var p PortRange
-		if err := p.UnmarshalText([]byte(tc.in)); err != nil {
-			t.Errorf("UnmarshalText(%q): %v", tc.in, err)
-			continue
-		}
-		if p.First != tc.first || p.Last != tc.last {
-			t.Errorf("%q = %d-%d, want %d-%d", tc.in, p.First, p.Last, tc.first, tc.last)
-		}
-		b, _ := p.MarshalText()
-		if string(b) != tc.out {
-			t.Errorf("%q prints as %q, want %q", tc.in, b, tc.out)
-		}
-		var back PortRange
-		if err := back.UnmarshalText(b); err != nil || back != p {
-			t.Errorf("%q: printed form %q reads back as %v (%v)", tc.in, b, back, err)
-		}
-	}
-	for _, bad := range []string{"", "0", "65536", "http", "80-70", "80-", "-80", "1-2-3", "0-10"} {
-		var p PortRange
-		if err := p.UnmarshalText([]byte(bad)); err == nil {
-			t.Errorf("UnmarshalText(%q) accepted: %v", bad, p)
+	got := checkText[PortRange](t, [][2]string{
+		{"443", "443"},
+		{"1", "1"},
+		{"65535", "65535"},
+		{"8000-8080", "8000-8080"},
+		{"8000 - 8080", "8000-8080"},
+		{"53-53", "53"},
+	}, []string{"", "0", "65536", "http", "80-70", "80-", "-80", "1-2-3", "0-10"})
+	want := []PortRange{{443, 443}, {1, 1}, {65535, 65535}, {8000, 8080}, {8000, 8080}, {53, 53}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("case %d = %v, want %v", i, got[i], want[i])
 		}
 	}
 	if !(PortRange{}).IsZero() || (PortRange{First: 1, Last: 1}).IsZero() {
@@ -397,65 +395,25 @@ func TestPortRangeText(t *testing.T) {
 }
 
 func TestMACText(t *testing.T) {
-	for _, tc := range []struct{ in, out string }{
+	checkText[MAC](t, [][2]string{
 		{"00:1b:a9:3c:22:10", "00:1b:a9:3c:22:10"},
 		{"00:1B:A9:3C:22:10", "00:1b:a9:3c:22:10"},
 		{"00-1b-a9-3c-22-10", "00:1b:a9:3c:22:10"},
 		{"001b.a93c.2210", "00:1b:a9:3c:22:10"},
-	} {
-		var m MAC
-		if err := m.UnmarshalText([]byte(tc.in)); err != nil {
-			t.Errorf("UnmarshalText(%q): %v", tc.in, err)
-			continue
-		}
-		b, _ := m.MarshalText()
-		if string(b) != tc.out {
-			t.Errorf("%q prints as %q, want %q", tc.in, b, tc.out)
-		}
-		var back MAC
-		if err := back.UnmarshalText(b); err != nil || back != m {
-			t.Errorf("%q: printed form %q reads back as %v (%v)", tc.in, b, back, err)
-		}
-	}
-	for _, bad := range []string{"", "00:1b:a9:3c:22", "00:1b:a9:3c:22:10:01:02", "printer", "00:1b:a9:3c:22:1g"} {
-		var m MAC
-		if err := m.UnmarshalText([]byte(bad)); err == nil {
-			t.Errorf("UnmarshalText(%q) accepted: %v", bad, m)
-		}
-	}
+	}, []string{"", "00:1b:a9:3c:22", "00:1b:a9:3c:22:10:01:02", "printer", "00:1b:a9:3c:22:1g"})
 }
 
 func TestWindowText(t *testing.T) {
-	for _, tc := range []struct {
-		in, out    string
-		start, end int
-	}{
-		{"02:00-05:00", "02:00-05:00", 120, 300},
-		{"22:00-04:30", "22:00-04:30", 22 * 60, 4*60 + 30},
-		{"2:00-5:00", "02:00-05:00", 120, 300},
-		{"00:00-23:59", "00:00-23:59", 0, 23*60 + 59},
-	} {
-		var w Window
-		if err := w.UnmarshalText([]byte(tc.in)); err != nil {
-			t.Errorf("UnmarshalText(%q): %v", tc.in, err)
-			continue
-		}
-		if w.Start != tc.start || w.End != tc.end {
-			t.Errorf("%q = %+v, want start %d end %d", tc.in, w, tc.start, tc.end)
-		}
-		b, _ := w.MarshalText()
-		if string(b) != tc.out {
-			t.Errorf("%q prints as %q, want %q", tc.in, b, tc.out)
-		}
-		var back Window
-		if err := back.UnmarshalText(b); err != nil || back != w {
-			t.Errorf("%q: printed form %q reads back as %v (%v)", tc.in, b, back, err)
-		}
-	}
-	for _, bad := range []string{"", "02:00", "05:00-05:00", "24:00-05:00", "02:60-05:00", "2-5", "night"} {
-		var w Window
-		if err := w.UnmarshalText([]byte(bad)); err == nil {
-			t.Errorf("UnmarshalText(%q) accepted: %v", bad, w)
+	got := checkText[Window](t, [][2]string{
+		{"02:00-05:00", "02:00-05:00"},
+		{"22:00-04:30", "22:00-04:30"},
+		{"2:00-5:00", "02:00-05:00"},
+		{"00:00-23:59", "00:00-23:59"},
+	}, []string{"", "02:00", "05:00-05:00", "24:00-05:00", "02:60-05:00", "2-5", "night"})
+	want := []Window{{120, 300}, {22 * 60, 4*60 + 30}, {120, 300}, {0, 23*60 + 59}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("case %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
 }
