@@ -435,7 +435,9 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	recent := f.snapshot()
-	if r := recent[len(recent)-1]; r.src != backupIP || time.Since(r.at) > 200*time.Millisecond {
+	// At 100 packets/s, a second without an answer means the flow stopped
+	// (the bound is loose so a loaded CI machine does not trip it).
+	if r := recent[len(recent)-1]; r.src != backupIP || time.Since(r.at) > time.Second {
 		t.Errorf("the UDP flow that moved to the backup stopped or moved after the return: last answer via %s, %s ago", r.src, time.Since(r.at))
 	}
 }
