@@ -372,35 +372,6 @@ func TestLabDHCPLeasesSurviveDaemonRestart(t *testing.T) {
 	}
 }
 
-// ntpReference answers NTP queries in the lab's internet namespace as a
-// stratum 1 server, with the host's clock (which every namespace shares).
-func ntpReference(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	addr := netip.AddrPortFrom(l.InternetServer(), timesync.Port)
-	conn, err := lab.ListenPacket(l.Namespace(lab.RoleInternet), "udp4", addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q, err := timesync.ParsePacket(buf[:n])
-			if err != nil || q.Mode != timesync.ModeClient {
-				continue
-			}
-			now := time.Now()
-			r := timesync.Packet{Version: 4, Mode: timesync.ModeServer, Stratum: 1, Precision: -20, RefID: [4]byte{'L', 'A', 'B', 0},
-				RefTime: timesync.NewTimestamp(now.Add(-time.Second)), Origin: q.Transmit, Receive: timesync.NewTimestamp(now), Transmit: timesync.NewTimestamp(time.Now())}
-			conn.WriteTo(r.Append(nil), from)
-		}
-	}()
-}
-
 // queryNTP asks server for the time from a namespace; it returns the
 // answer and the local times of sending and receiving.
 func queryNTP(ns string, server netip.AddrPort) (timesync.Packet, time.Time, time.Time, error) {
@@ -430,7 +401,7 @@ func queryNTP(ns string, server netip.AddrPort) (timesync.Packet, time.Time, tim
 
 func TestLabNTPBoxSyncsAndServesTheZones(t *testing.T) {
 	ll := upLANLab(t, false)
-	ntpReference(t, ll.lab)
+	// The lab's internet server answers NTP as a stratum-1 reference.
 	fw := ll.start(t)
 	// The box's own sync state: logged, and carried by its answers
 	// (leap 0, stratum of its source + 1, source address as reference).

@@ -151,6 +151,11 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.servers.startDNS(inet, ":53", newDNSZone(labRecords())); err != nil {
 		return fmt.Errorf("internet: %w", err)
 	}
+	// Bound to the server's address, so replies leave from it (a wildcard
+	// socket would answer from the transit address, which clients drop).
+	if err := l.servers.startNTP(inet, netip.AddrPortFrom(internetServerAddr, 123).String()); err != nil {
+		return fmt.Errorf("internet: %w", err)
+	}
 	if err := l.servers.startHTTP(acad, ":80", AcademyHTTPBody); err != nil {
 		return fmt.Errorf("academy: %w", err)
 	}

@@ -37,9 +37,10 @@ const (
 // in the namespace it was created in, whatever thread later uses it.
 type servers struct {
 	logger *slog.Logger
-	http   []*http.Server
-	dns    []*dns.Server
-	wg     sync.WaitGroup
+	http    []*http.Server
+	dns     []*dns.Server
+	packets []net.PacketConn // plain UDP servers (NTP): closing stops them
+	wg      sync.WaitGroup
 }
 
 // startHTTP serves body on GET / at addr inside namespace nsName.
@@ -122,6 +123,9 @@ func (s *servers) stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("shut down http server: %w", err))
 			srv.Close()
 		}
+	}
+	for _, pc := range s.packets {
+		pc.Close()
 	}
 	for _, srv := range s.dns {
 		if err := srv.ShutdownContext(ctx); err != nil {
