@@ -36,7 +36,7 @@ const (
 // its namespace and then served from an ordinary goroutine: a socket stays
 // in the namespace it was created in, whatever thread later uses it.
 type servers struct {
-	logger *slog.Logger
+	logger  *slog.Logger
 	http    []*http.Server
 	dns     []*dns.Server
 	packets []net.PacketConn // plain UDP servers (NTP): closing stops them
