@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +27,6 @@ import (
 // and a client sending 100 packets/s to a server on the lab's internet.
 
 const (
-	echoPort   = 7777 // UDP: answers with the sequence number and the source address it saw
 	streamPort = 7778 // TCP: answers each line with the source address it saw
 	renaterIP  = "192.0.2.2"
 	backupIP   = "192.0.2.6"
@@ -101,33 +98,16 @@ func demoConfig(t *testing.T) string {
 	return string(data)
 }
 
-// startServers runs the UDP echo and TCP stream servers on the lab's
-// internet server address.
+// startServers runs the TCP stream server on the lab's internet server
+// address (the UDP echo is the lab's own, lab.EchoPort).
 func startServers(t *testing.T, l *lab.Lab) {
 	t.Helper()
 	inet := l.Namespace(lab.RoleInternet)
-	pc, err := lab.ListenPacket(inet, "udp4", fmt.Sprintf("%s:%d", l.InternetServer(), echoPort))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := lab.Listen(inet, "tcp4", fmt.Sprintf("%s:%d", l.InternetServer(), streamPort))
 	if err != nil {
-		pc.Close()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pc.Close(); ln.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			ip := from.(*net.UDPAddr).IP.To4()
-			out := append(append([]byte(nil), buf[:min(n, 4)]...), ip...)
-			pc.WriteTo(out, from)
-		}
-	}()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -146,118 +126,40 @@ func startServers(t *testing.T, l *lab.Lab) {
 	}()
 }
 
-// flow is a client sending one UDP packet every 10 ms on one socket (one
-// conntrack entry, as a call or a game would), recording each answer.
-type flow struct {
-	conn net.Conn
-	done chan struct{}
-	wg   sync.WaitGroup
-
-	mu      sync.Mutex
-	replies []reply
-}
-
-type reply struct {
-	at  time.Time
-	seq uint32
-	src string // the client's address as the server saw it: which uplink
-}
+// flow is the lab's 100 packets/s UDP flow from a zone's client: one
+// socket, one conntrack entry, as a call or a game would.
+type flow struct{ *lab.Flow }
 
 func startFlow(t *testing.T, fw *firmware, zone string) *flow {
 	t.Helper()
-	conn, err := lab.DialContext(context.Background(), fw.lab.Namespace(lab.RoleClient(zone)), "udp4",
-		fmt.Sprintf("%s:%d", fw.lab.InternetServer(), echoPort))
+	f, err := lab.StartFlow(fw.lab.Namespace(lab.RoleClient(zone)), fw.lab.InternetServer(), 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &flow{conn: conn, done: make(chan struct{})}
-	f.wg.Go(func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		var seq uint32
-		for {
-			select {
-			case <-f.done:
-				return
-			case <-tick.C:
-			}
-			seq++
-			var b [4]byte
-			binary.BigEndian.PutUint32(b[:], seq)
-			conn.Write(b[:]) // errors (unreachable) are part of an outage
-		}
-	})
-	f.wg.Go(func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				select {
-				case <-f.done:
-					return
-				default:
-					continue // ICMP errors during an outage surface here
-				}
-			}
-			if n != 8 {
-				continue
-			}
-			r := reply{at: time.Now(), seq: binary.BigEndian.Uint32(buf[:4]), src: net.IP(buf[4:8]).String()}
-			f.mu.Lock()
-			f.replies = append(f.replies, r)
-			f.mu.Unlock()
-		}
-	})
-	t.Cleanup(f.stop)
-	return f
+	t.Cleanup(f.Stop)
+	return &flow{f}
 }
 
-func (f *flow) stop() {
-	select {
-	case <-f.done:
-		return
-	default:
-	}
-	close(f.done)
-	f.conn.Close()
-	f.wg.Wait()
-}
-
-func (f *flow) snapshot() []reply {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]reply(nil), f.replies...)
-}
+func (f *flow) stop() { f.Stop() }
 
 // waitSource waits until answers come from src, returning the first one.
-func (f *flow) waitSource(t *testing.T, src string, since time.Time, timeout time.Duration) reply {
+func (f *flow) waitSource(t *testing.T, src string, since time.Time, timeout time.Duration) lab.Reply {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		for _, r := range f.snapshot() {
-			if r.src == src && r.at.After(since) {
+		for _, r := range f.Replies() {
+			if r.Src.String() == src && r.At.After(since) {
 				return r
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no answer through %s within %s of the fault", src, timeout)
-	return reply{}
+	return lab.Reply{}
 }
 
 // outage is the longest time without any answer between from and to.
-func (f *flow) outage(from, to time.Time) time.Duration {
-	last := from
-	var worst time.Duration
-	for _, r := range f.snapshot() {
-		if r.at.Before(from) || r.at.After(to) {
-			continue
-		}
-		worst = max(worst, r.at.Sub(last))
-		last = r.at
-	}
-	return max(worst, to.Sub(last))
-}
+func (f *flow) outage(from, to time.Time) time.Duration { return f.LongestGap(from, to) }
 
 // nsRun runs a command (ip, nft) for the test; never in product code.
 func nsRun(t *testing.T, ns string, args ...string) string {
@@ -357,13 +259,13 @@ func TestUplinkCarrierLossFailsOverToBackup(t *testing.T) {
 	time.Sleep(time.Second)
 	out := f.outage(fault, time.Now())
 	t.Logf("carrier loss on renater: outage seen by the client %s (first answer through the backup %s after the fault)",
-		out.Round(time.Millisecond), first.at.Sub(fault).Round(time.Millisecond))
+		out.Round(time.Millisecond), first.At.Sub(fault).Round(time.Millisecond))
 	if r := fw.activeRoute(t); !strings.Contains(r, "dev wan1") {
 		t.Errorf("TableActive after carrier loss: %q, want the backup", r)
 	}
-	last := f.snapshot()
-	if got := last[len(last)-1]; got.src != backupIP {
-		t.Errorf("traffic does not continue on the backup: last answer via %s", got.src)
+	last := f.Replies()
+	if got := last[len(last)-1]; got.Src.String() != backupIP {
+		t.Errorf("traffic does not continue on the backup: last answer via %s", got.Src.String())
 	}
 }
 
@@ -385,7 +287,7 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 	out := f.outage(fault, time.Now())
 	det := detected.Sub(fault)
 	t.Logf("blackhole on renater: detected after %s (bound interval x down_after + timeout = %s); outage seen by the client %s (first answer through the backup after %s)",
-		det.Round(time.Millisecond), blackholeBound, out.Round(time.Millisecond), first.at.Sub(fault).Round(time.Millisecond))
+		det.Round(time.Millisecond), blackholeBound, out.Round(time.Millisecond), first.At.Sub(fault).Round(time.Millisecond))
 	// The bound is the design; the slack only absorbs a loaded test
 	// machine's scheduling (timing targets are in the benchmark).
 	if det > blackholeBound+500*time.Millisecond {
@@ -434,11 +336,11 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 		t.Errorf("long-lived connection after the return to renater: %q, %v; want it alive through the backup", got, err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	recent := f.snapshot()
+	recent := f.Replies()
 	// At 100 packets/s, a second without an answer means the flow stopped
 	// (the bound is loose so a loaded CI machine does not trip it).
-	if r := recent[len(recent)-1]; r.src != backupIP || time.Since(r.at) > time.Second {
-		t.Errorf("the UDP flow that moved to the backup stopped or moved after the return: last answer via %s, %s ago", r.src, time.Since(r.at))
+	if r := recent[len(recent)-1]; r.Src.String() != backupIP || time.Since(r.At) > time.Second {
+		t.Errorf("the UDP flow that moved to the backup stopped or moved after the return: last answer via %s, %s ago", r.Src.String(), time.Since(r.At))
 	}
 }
 
@@ -461,7 +363,7 @@ func TestUplinkRandomLossCausesNoStateChange(t *testing.T) {
 	if strings.Contains(logs, `msg="uplink state"`) || strings.Contains(logs, `msg="uplink switch"`) {
 		t.Errorf("state changed under 5%% loss:\n%s", grepLines(logs, "uplink"))
 	}
-	replies := f.snapshot()
+	replies := f.Replies()
 	t.Logf("%s of 5%% random loss on renater: no state change expected; flow answers %d (%.1f%% lost end to end); ISP counter: %s",
 		soak, len(replies), 100*(1-float64(len(replies))/(float64(soak)/float64(10*time.Millisecond))), strings.TrimSpace(grepLines(counters, "counter")))
 }
@@ -494,7 +396,7 @@ func TestUplinkBothDownThenBackupBack(t *testing.T) {
 	healed := time.Now()
 	undoBackup()
 	first := f.waitSource(t, backupIP, healed, 10*time.Second)
-	t.Logf("both uplinks down, then the backup back: traffic resumed through it %s later", first.at.Sub(healed).Round(time.Millisecond))
+	t.Logf("both uplinks down, then the backup back: traffic resumed through it %s later", first.At.Sub(healed).Round(time.Millisecond))
 	if r := fw.activeRoute(t); !strings.Contains(r, "dev wan1") {
 		t.Errorf("TableActive: %q, want the backup", r)
 	}
@@ -568,7 +470,7 @@ func TestUplinkDHCPLeaseRenewalAndAddressChange(t *testing.T) {
 	changed := fw.waitLogAfter(t, off, 2*lease, `msg="dhcp: lease"`, "address="+second.String())
 	got := f.waitSource(t, second.String(), time.Time{}, 10*time.Second)
 	t.Logf("address change %s -> %s: traffic through the new address %s after the new lease",
-		first, second, got.at.Sub(changed).Round(time.Millisecond))
+		first, second, got.At.Sub(changed).Round(time.Millisecond))
 	a := nsRun(t, box, "ip", "-4", "addr", "show", "dev", "wan1")
 	if !strings.Contains(a, second.String()+"/24") || strings.Contains(a, first.String()+"/") {
 		t.Errorf("wan1 after the change: %s", a)
@@ -666,7 +568,7 @@ func TestUplinkBalancedShareNewFlows(t *testing.T) {
 	seen := map[string]int{}
 	client := fw.lab.Namespace(lab.RoleClient("peda"))
 	for i := range 20 {
-		conn, err := lab.DialContext(context.Background(), client, "udp4", fmt.Sprintf("%s:%d", fw.lab.InternetServer(), echoPort))
+		conn, err := lab.DialContext(context.Background(), client, "udp4", fmt.Sprintf("%s:%d", fw.lab.InternetServer(), lab.EchoPort))
 		if err != nil {
 			t.Fatal(err)
 		}

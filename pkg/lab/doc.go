@@ -11,8 +11,8 @@
 //     towards the box and everything else towards the internet (no NAT, like
 //     a real ISP routing a customer's public addresses);
 //   - an internet namespace hosting, in-process, an HTTP server, an
-//     authoritative DNS server for the lab.test. zone and a stratum-1 NTP
-//     server;
+//     authoritative DNS server for the lab.test. zone, a stratum-1 NTP
+//     server and a UDP echo that tells a client its source address (Flow);
 //   - an academy namespace (the académie's datacenter) with its own HTTP
 //     server, reachable through the internet namespace;
 //   - one client namespace per LAN zone, whose eth0 is the peer of the box's
@@ -29,7 +29,7 @@
 //	198.51.100.0/24     transit links: ISP n <-> internet uses 198.51.100.4n/30
 //	                    (ISP side .4n+1, internet side .4n+2); internet <->
 //	                    academy uses 198.51.100.252/30 (.253 internet, .254 academy)
-//	203.0.113.10/32     internet test server (HTTP :80, DNS :53, NTP :123), on lo
+//	203.0.113.10/32     internet test server (HTTP :80, DNS :53, NTP :123, echo :7777), on lo
 //	203.0.113.100/32    academy server (HTTP :80), on lo
 //
 // Uplink and zone addresses come from the Spec. An uplink with a DHCPSpec

@@ -156,6 +156,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if err := l.servers.startNTP(inet, netip.AddrPortFrom(internetServerAddr, 123).String()); err != nil {
 		return fmt.Errorf("internet: %w", err)
 	}
+	if err := l.servers.startEcho(inet, netip.AddrPortFrom(internetServerAddr, EchoPort).String()); err != nil {
+		return fmt.Errorf("internet: %w", err)
+	}
 	if err := l.servers.startHTTP(acad, ":80", AcademyHTTPBody); err != nil {
 		return fmt.Errorf("academy: %w", err)
 	}

@@ -13,13 +13,11 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,8 +29,6 @@ import (
 	"passerelle/pkg/config"
 	"passerelle/pkg/lab"
 )
-
-const echoPort = 7777
 
 // p200 is the default probe interval: the fault's phase is drawn over it.
 const p200 = 200 * time.Millisecond
@@ -120,16 +116,12 @@ func run(bin, cfgPath string, cfg *config.Config, fault string) (time.Duration, 
 	if err := logs.wait(`uplink=renater state=online`, 15*time.Second); err != nil {
 		return 0, fmt.Errorf("%w\n%s", err, logs.String())
 	}
-	stopServer, err := echoServer(l)
+	// 100 packets/s from the first zone's client to the lab's echo.
+	c, err := lab.StartFlow(l.Namespace(lab.RoleClient(l.Spec().Zones[0].Name)), l.InternetServer(), 10*time.Millisecond)
 	if err != nil {
 		return 0, err
 	}
-	defer stopServer()
-	c, err := startClient(l)
-	if err != nil {
-		return 0, err
-	}
-	defer c.stop()
+	defer c.Stop()
 	// Steady state through Renater, then the fault at a random point of
 	// the probe cycle (a fixed delay would always hit the same phase).
 	time.Sleep(time.Second + rand.N(p200))
@@ -146,8 +138,8 @@ func run(bin, cfgPath string, cfg *config.Config, fault string) (time.Duration, 
 		return 0, fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	time.Sleep(3 * time.Second)
-	gap := c.longestGap(start, time.Now())
-	if c.lastSource() == cfg.Uplinks[0].Address.Addr().String() {
+	gap := c.LongestGap(start, time.Now())
+	if r := c.Replies(); len(r) == 0 || r[len(r)-1].Src == cfg.Uplinks[0].Address.Addr() {
 		return 0, fmt.Errorf("traffic still through %s after the fault", cfg.Uplinks[0].Name)
 	}
 	return gap, nil
@@ -177,107 +169,4 @@ func (b *buffer) wait(s string, timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("firmware did not log %q within %s", s, timeout)
-}
-
-// echoServer answers each datagram with its first 4 bytes and the
-// source address it saw.
-func echoServer(l *lab.Lab) (func(), error) {
-	pc, err := lab.ListenPacket(l.Namespace(lab.RoleInternet), "udp4", fmt.Sprintf("%s:%d", l.InternetServer(), echoPort))
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(append(append([]byte(nil), buf[:min(n, 4)]...), from.(*net.UDPAddr).IP.To4()...), from)
-		}
-	}()
-	return func() { pc.Close() }, nil
-}
-
-// client sends 100 packets/s on one socket from the first zone's client.
-type client struct {
-	conn net.Conn
-	done chan struct{}
-	wg   sync.WaitGroup
-
-	mu  sync.Mutex
-	at  []time.Time
-	src string
-}
-
-func startClient(l *lab.Lab) (*client, error) {
-	zone := l.Spec().Zones[0].Name
-	conn, err := lab.DialContext(context.Background(), l.Namespace(lab.RoleClient(zone)), "udp4", fmt.Sprintf("%s:%d", l.InternetServer(), echoPort))
-	if err != nil {
-		return nil, err
-	}
-	c := &client{conn: conn, done: make(chan struct{})}
-	c.wg.Go(func() {
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		var seq uint32
-		for {
-			select {
-			case <-c.done:
-				return
-			case <-t.C:
-			}
-			seq++
-			var b [4]byte
-			binary.BigEndian.PutUint32(b[:], seq)
-			conn.Write(b[:])
-		}
-	})
-	c.wg.Go(func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				select {
-				case <-c.done:
-					return
-				default:
-					continue
-				}
-			}
-			if n == 8 {
-				c.mu.Lock()
-				c.at = append(c.at, time.Now())
-				c.src = net.IP(buf[4:8]).String()
-				c.mu.Unlock()
-			}
-		}
-	})
-	return c, nil
-}
-
-func (c *client) stop() {
-	close(c.done)
-	c.conn.Close()
-	c.wg.Wait()
-}
-
-func (c *client) longestGap(from, to time.Time) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	last, worst := from, time.Duration(0)
-	for _, t := range c.at {
-		if t.Before(from) || t.After(to) {
-			continue
-		}
-		worst = max(worst, t.Sub(last))
-		last = t
-	}
-	return max(worst, to.Sub(last))
-}
-
-func (c *client) lastSource() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.src
 }
