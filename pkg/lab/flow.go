@@ -17,14 +17,26 @@ import (
 // address) its packets left by.
 const EchoPort = 7777
 
-// startEcho serves the echo on UDP addr inside namespace nsName.
-func (s *servers) startEcho(nsName, addr string) error {
+// echoAnswer is the echo's reply: the first 4 bytes of the query and the
+// IPv4 source address it came from.
+func echoAnswer(q []byte, from net.Addr) ([]byte, bool) {
+	ua, ok := from.(*net.UDPAddr)
+	if !ok || ua.IP.To4() == nil {
+		return nil, false
+	}
+	return append(append(make([]byte, 0, 8), q[:min(len(q), 4)]...), ua.IP.To4()...), true
+}
+
+// startUDP serves a one-datagram-in, one-datagram-out protocol on UDP
+// addr inside namespace nsName (the NTP reference, the echo); closing the
+// socket at stop ends it.
+func (s *servers) startUDP(nsName, addr, name string, answer func(q []byte, from net.Addr) ([]byte, bool)) error {
 	pc, err := ListenPacket(nsName, "udp4", addr)
 	if err != nil {
-		return fmt.Errorf("echo server: %w", err)
+		return fmt.Errorf("%s server: %w", name, err)
 	}
 	s.packets = append(s.packets, pc)
-	logger := s.logger.With("server", "echo", "namespace", nsName)
+	logger := s.logger.With("server", name, "namespace", nsName)
 	s.wg.Go(func() {
 		buf := make([]byte, 1500)
 		for {
@@ -35,12 +47,9 @@ func (s *servers) startEcho(nsName, addr string) error {
 				}
 				return
 			}
-			ua, ok := from.(*net.UDPAddr)
-			if !ok || ua.IP.To4() == nil {
-				continue
+			if out, ok := answer(buf[:n], from); ok {
+				_, _ = pc.WriteTo(out, from)
 			}
-			out := append(append(make([]byte, 0, 8), buf[:min(n, 4)]...), ua.IP.To4()...)
-			_, _ = pc.WriteTo(out, from)
 		}
 	})
 	return nil

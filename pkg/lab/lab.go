@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -153,10 +154,11 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	// Bound to the server's address, so replies leave from it (a wildcard
 	// socket would answer from the transit address, which clients drop).
-	if err := l.servers.startNTP(inet, netip.AddrPortFrom(internetServerAddr, 123).String()); err != nil {
+	if err := l.servers.startUDP(inet, netip.AddrPortFrom(internetServerAddr, 123).String(), "ntp",
+		func(q []byte, _ net.Addr) ([]byte, bool) { return ntpAnswer(q, time.Now()) }); err != nil {
 		return fmt.Errorf("internet: %w", err)
 	}
-	if err := l.servers.startEcho(inet, netip.AddrPortFrom(internetServerAddr, EchoPort).String()); err != nil {
+	if err := l.servers.startUDP(inet, netip.AddrPortFrom(internetServerAddr, EchoPort).String(), "echo", echoAnswer); err != nil {
 		return fmt.Errorf("internet: %w", err)
 	}
 	if err := l.servers.startHTTP(acad, ":80", AcademyHTTPBody); err != nil {

@@ -2,9 +2,6 @@ package lab
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"net"
 	"time"
 )
 
@@ -18,32 +15,6 @@ const (
 	ntpModeServer  = 4
 	ntpEpochOffset = 2208988800 // seconds from 1900-01-01 to 1970-01-01
 )
-
-// startNTP answers NTP client queries on UDP addr inside namespace nsName.
-func (s *servers) startNTP(nsName, addr string) error {
-	pc, err := ListenPacket(nsName, "udp4", addr)
-	if err != nil {
-		return fmt.Errorf("ntp server: %w", err)
-	}
-	s.packets = append(s.packets, pc)
-	logger := s.logger.With("server", "ntp", "namespace", nsName)
-	s.wg.Go(func() {
-		buf := make([]byte, 512)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					logger.Warn("lab server stopped", "err", err)
-				}
-				return
-			}
-			if resp, ok := ntpAnswer(buf[:n], time.Now()); ok {
-				_, _ = pc.WriteTo(resp, from)
-			}
-		}
-	})
-	return nil
-}
 
 // ntpAnswer builds the server reply to a client query, or reports that the
 // packet is not one.
