@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -106,51 +105,26 @@ func labVariant(t *testing.T, name string, data []byte) ([]byte, string) {
 // get their 5th host as client.
 func startFirewallLab(t *testing.T, name, file string) *fwLab {
 	t.Helper()
-	needRoot(t)
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data, changed := labVariant(t, name, data)
-	data = isolateState(t, data)
 	t.Logf("lab variant of %s: %s", file, changed)
-	path := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(path, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := lab.SpecFromConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, z := range spec.Zones {
-		if z.Subnet.Bits() > 24 {
-			spec.Zones[i].Client = netip.PrefixFrom(nthAddr(z.Subnet.Addr(), 5), z.Subnet.Bits())
-		}
-	}
-	l, err := lab.Up(context.Background(), spec, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
+	fw := labFor(t, data, func(spec *lab.Spec) {
+		for i, z := range spec.Zones {
+			if z.Subnet.Bits() > 24 {
+				spec.Zones[i].Client = netip.PrefixFrom(nthAddr(z.Subnet.Addr(), 5), z.Subnet.Bits())
+			}
 		}
 	})
-	fl := &fwLab{firmware: &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}, extra: map[string]bool{}}
+	cfg := fw.cfg
+	fl := &fwLab{firmware: fw, extra: map[string]bool{}}
 	if cfg.Tunnel.Enabled {
 		fl.simulateTunnel(t)
 	}
 	fl.routeZonesFromInternet(t)
-	fw := fl.firmware
-	fw.launch(t, bin, l.Namespace(lab.RoleBox), t.TempDir())
+	fw.launch(t, t.TempDir())
 	fw.waitLog(t, "configuration applied", 15*time.Second)
 	return fl
 }
@@ -790,71 +764,16 @@ func TestFirewallRejectsDNSOverTLS(t *testing.T) {
 // from where it was.
 func TestFirewallReloadsLoseNoPacketAndKeepCounters(t *testing.T) {
 	fl := startFirewallLab(t, "demo", "../../configs/demo.yaml")
-	inet := fl.lab.Namespace(lab.RoleInternet)
-	addr := net.JoinHostPort(fl.lab.InternetServer().String(), "7000")
-	echo, err := lab.ListenPacket(inet, "udp4", addr)
+	// 100 packets/s from peda to the lab's echo, on one socket.
+	flow, err := lab.StartFlow(fl.lab.Namespace(lab.RoleClient("peda")), fl.lab.InternetServer(), 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(buf[:n], from)
-		}
-	}()
-	conn, err := lab.DialContext(context.Background(), fl.lab.Namespace(lab.RoleClient("peda")), "udp4", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-
-	// Replies, by sequence number.
-	var mu sync.Mutex
-	got := map[int]bool{}
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 64)
-		for {
-			n, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			if seq, err := strconv.Atoi(string(buf[:n])); err == nil {
-				mu.Lock()
-				got[seq] = true
-				mu.Unlock()
-			}
-		}
-	}()
-	stop := make(chan struct{})
-	sentC := make(chan int)
-	go func() {
-		tick := time.NewTicker(10 * time.Millisecond) // 100 packets/s
-		defer tick.Stop()
-		seq := 0
-		for {
-			select {
-			case <-stop:
-				sentC <- seq
-				return
-			case <-tick.C:
-				conn.Write([]byte(strconv.Itoa(seq)))
-				seq++
-			}
-		}
-	}()
+	defer flow.Stop()
 
 	time.Sleep(500 * time.Millisecond) // the flow is established
 	start := counters(t, fl.firewallShow(t))["fwd-peda-internet"]
-	mu.Lock()
-	startReplies := len(got)
-	mu.Unlock()
+	startReplies := len(flow.Replies())
 	applied := strings.Count(fl.logs.String(), "configuration applied")
 	reloadsStart := time.Now()
 	for i := range 20 {
@@ -870,22 +789,20 @@ func TestFirewallReloadsLoseNoPacketAndKeepCounters(t *testing.T) {
 	}
 	reloads := time.Since(reloadsStart)
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	sent := <-sentC
-	time.Sleep(time.Second) // the last replies
 	show := fl.firewallShow(t)
 	end := counters(t, show)["fwd-peda-internet"]
-	conn.Close()
-	<-readDone
-
-	mu.Lock()
+	sent := int(flow.Sent())
+	time.Sleep(time.Second) // the last replies
+	got := map[uint32]bool{}
+	for _, r := range flow.Replies() {
+		got[r.Seq] = true
+	}
 	var lost []int
-	for s := range sent {
-		if !got[s] {
+	for s := 1; s <= sent; s++ {
+		if !got[uint32(s)] {
 			lost = append(lost, s)
 		}
 	}
-	mu.Unlock()
 	t.Logf("20 reloads in %s; %d packets sent at 100/s, %d lost", reloads.Round(time.Millisecond), sent, len(lost))
 	if len(lost) > 0 {
 		t.Errorf("%d of %d packets lost during the reloads: %v", len(lost), sent, lost)

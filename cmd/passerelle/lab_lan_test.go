@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -48,7 +46,6 @@ type lanLab struct {
 
 func upLANLab(t *testing.T, unaddressed bool) *lanLab {
 	t.Helper()
-	needRoot(t)
 	data, err := os.ReadFile("../../configs/demo.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -58,45 +55,21 @@ func upLANLab(t *testing.T, unaddressed bool) *lanLab {
 		t.Fatal("demo.yaml changed: no peda address line to add the reservation after")
 	}
 	edited := strings.Replace(string(data), peda, peda+"    dhcp:\n      reservations:\n        - {name: printer-cdi, mac: \""+reservedMAC+"\", address: "+reservedAddr+"}\n", 1)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "box.yaml")
-	if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(path, []byte(edited))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := lab.SpecFromConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range spec.Zones {
-		spec.Zones[i].Unaddressed = unaddressed
-	}
-	l, err := lab.Up(context.Background(), spec, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
+	fw := labFor(t, []byte(edited), func(spec *lab.Spec) {
+		for i := range spec.Zones {
+			spec.Zones[i].Unaddressed = unaddressed
 		}
 	})
-	state := filepath.Join(dir, "perm")
-	return &lanLab{lab: l, cfg: cfg, path: path, stateDir: state, leaseDir: filepath.Join(state, "dhcp")}
+	state := filepath.Join(t.TempDir(), "perm")
+	return &lanLab{lab: fw.lab, cfg: fw.cfg, path: fw.path, stateDir: state, leaseDir: filepath.Join(state, "dhcp")}
 }
 
 // start runs the firmware in the lab's box namespace with the lab's lease
 // directory; it never sets the clock (the lab shares the host's).
 func (ll *lanLab) start(t *testing.T) *firmware {
 	t.Helper()
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
 	fw := &firmware{lab: ll.lab, cfg: ll.cfg, path: ll.path, logs: &lockedBuffer{}}
-	fw.launch(t, bin, ll.lab.Namespace(lab.RoleBox), ll.stateDir)
+	fw.launch(t, ll.stateDir)
 	fw.waitLog(t, "configuration applied", 10*time.Second)
 	return fw
 }

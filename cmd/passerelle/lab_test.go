@@ -81,31 +81,45 @@ type firmware struct {
 	cmd    *exec.Cmd
 	logs   *lockedBuffer
 	exited chan error
+	// stateDir is the daemon's /perm, kept across restarts.
+	stateDir string
 }
 
 func startFirmware(t *testing.T, configFile string) *firmware {
 	t.Helper()
-	needRoot(t)
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
 	data, err := os.ReadFile(configFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	fw := labFor(t, data, nil)
+	fw.launch(t, t.TempDir())
+	fw.waitLog(t, "configuration applied", 10*time.Second)
+	return fw
+}
+
+// labFor builds the lab of a config text and returns the firmware that
+// will run in it, not yet started: the config is written to a temporary
+// file with its persistent paths moved off the host (isolateState), and
+// tweak, if set, adjusts the lab before it is built. The lab comes down
+// when the test ends.
+func labFor(t *testing.T, data []byte, tweak func(*lab.Spec)) *firmware {
+	t.Helper()
+	needRoot(t)
 	data = isolateState(t, data)
-	cfg, err := config.Parse(configFile, data)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "box.yaml")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(path, data)
+	if err != nil {
 		t.Fatal(err)
 	}
 	spec, err := lab.SpecFromConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(&spec)
 	}
 	l, err := lab.Up(context.Background(), spec, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -116,18 +130,20 @@ func startFirmware(t *testing.T, configFile string) *firmware {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
-	fw.launch(t, bin, l.Namespace(lab.RoleBox), t.TempDir())
-	fw.waitLog(t, "configuration applied", 10*time.Second)
-	return fw
+	return &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
 }
 
-// launch starts `passerelle run` on fw.path in namespace ns, with its
+// launch starts `passerelle run` on fw.path in the lab's box namespace, with its
 // persistent state under stateDir (never the host's /perm) and the clock
 // left alone (the lab shares the host's), and kills it when the test ends.
 // It may be called again after the daemon stopped, to restart it.
-func (fw *firmware) launch(t *testing.T, bin, ns, stateDir string, extra ...string) {
+func (fw *firmware) launch(t *testing.T, stateDir string, extra ...string) {
 	t.Helper()
+	bin, err := buildFirmware()
+	if err != nil {
+		t.Fatalf("build firmware: %v", err)
+	}
+	ns := fw.lab.Namespace(lab.RoleBox)
 	args := append([]string{"run", "--config", fw.path, "--log-level", "debug",
 		"--dhcp-lease-dir", filepath.Join(stateDir, "dhcp"), "--set-clock", "never"}, extra...)
 	cmd := exec.Command(bin, args...)
@@ -136,7 +152,7 @@ func (fw *firmware) launch(t *testing.T, bin, ns, stateDir string, extra ...stri
 		t.Fatalf("start firmware: %v", err)
 	}
 	exited := make(chan error, 1)
-	fw.cmd, fw.exited = cmd, exited
+	fw.cmd, fw.exited, fw.stateDir = cmd, exited, stateDir
 	// Closed after the exit status, so a second reader never blocks.
 	go func() { exited <- cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
@@ -150,6 +166,19 @@ func (fw *firmware) launch(t *testing.T, bin, ns, stateDir string, extra ...stri
 			t.Logf("firmware log:\n%s", fw.logs.String())
 		}
 	})
+}
+
+// restart stops the daemon with sig and starts it again in the same lab,
+// on the same persistent state.
+func (fw *firmware) restart(t *testing.T, sig os.Signal) {
+	t.Helper()
+	fw.cmd.Process.Signal(sig)
+	select {
+	case <-fw.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("firmware did not stop on %v", sig)
+	}
+	fw.launch(t, fw.stateDir)
 }
 
 // isolateState points the config's persistent paths that tests would

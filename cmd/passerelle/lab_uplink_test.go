@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -17,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"passerelle/pkg/config"
 	"passerelle/pkg/dhcpclient"
 	"passerelle/pkg/lab"
 )
@@ -36,58 +33,12 @@ const (
 // on the lab spec (DHCP lease times) before the lab is built.
 func startUplinkLab(t *testing.T, cfgText string, tweak func(*lab.Spec)) *firmware {
 	t.Helper()
-	needRoot(t)
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
-	path := filepath.Join(t.TempDir(), "box.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(path, []byte(cfgText))
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := lab.SpecFromConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tweak != nil {
-		tweak(&spec)
-	}
-	l, err := lab.Up(context.Background(), spec, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	fw := &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
-	stateDir := t.TempDir()
-	start := func() { fw.launch(t, bin, l.Namespace(lab.RoleBox), stateDir) }
-	start()
+	fw := labFor(t, []byte(cfgText), tweak)
+	fw.launch(t, t.TempDir())
 	fw.waitLog(t, "configuration applied", 10*time.Second)
-	restarts[fw] = func(sig os.Signal) {
-		fw.cmd.Process.Signal(sig)
-		select {
-		case <-fw.exited:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("firmware did not stop on %v", sig)
-		}
-		start()
-	}
-	t.Cleanup(func() { delete(restarts, fw) })
-	startServers(t, l)
+	startServers(t, fw.lab)
 	return fw
 }
-
-// restarts stops (with a signal) and starts again the firmware of a test
-// started by startUplinkLab, in the same lab. Tests in this file are not
-// parallel, so a plain map is enough.
-var restarts = map[*firmware]func(os.Signal){}
 
 func demoConfig(t *testing.T) string {
 	t.Helper()
@@ -510,7 +461,7 @@ func TestUplinkDHCPRestartAsksForTheSameAddress(t *testing.T) {
 	// no DISCOVER.
 	n := len(srv.Exchanges())
 	off := len(fw.logs.String())
-	restarts[fw](syscall.SIGKILL)
+	fw.restart(t, syscall.SIGKILL)
 	fw.waitLogAfter(t, off, 15*time.Second, `msg="dhcp: lease"`, "address="+addr.String())
 	ex := srv.Exchanges()[n:]
 	if len(ex) == 0 || ex[0].Request.String() != "REQUEST" || ex[0].Renewing || ex[0].Reply.String() != "ACK" || ex[0].Address != addr {
@@ -521,7 +472,7 @@ func TestUplinkDHCPRestartAsksForTheSameAddress(t *testing.T) {
 	// same address again.
 	n = len(srv.Exchanges())
 	off = len(fw.logs.String())
-	restarts[fw](syscall.SIGTERM)
+	fw.restart(t, syscall.SIGTERM)
 	if kept := readLease(t, dir); !kept.Released || kept.Address.Addr() != addr {
 		t.Errorf("lease file after shutdown: %+v; want %s, released", kept, addr)
 	}

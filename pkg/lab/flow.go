@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +71,7 @@ type Flow struct {
 	conn net.Conn
 	done chan struct{}
 	wg   sync.WaitGroup
+	sent atomic.Uint32 // sequence number of the last datagram sent
 
 	mu      sync.Mutex
 	replies []Reply
@@ -85,17 +87,16 @@ func StartFlow(nsName string, server netip.Addr, interval time.Duration) (*Flow,
 	f.wg.Go(func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
-		var seq uint32
 		for {
 			select {
 			case <-f.done:
 				return
 			case <-tick.C:
 			}
-			seq++
 			var b [4]byte
-			binary.BigEndian.PutUint32(b[:], seq)
+			binary.BigEndian.PutUint32(b[:], f.sent.Load()+1)
 			_, _ = conn.Write(b[:]) // errors (unreachable) are part of an outage
+			f.sent.Add(1)
 		}
 	})
 	f.wg.Go(func() {
@@ -134,6 +135,9 @@ func (f *Flow) Stop() {
 	f.conn.Close()
 	f.wg.Wait()
 }
+
+// Sent is the sequence number of the last datagram sent; the first is 1.
+func (f *Flow) Sent() uint32 { return f.sent.Load() }
 
 // Replies returns the answers so far, oldest first.
 func (f *Flow) Replies() []Reply {
