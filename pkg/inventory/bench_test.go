@@ -12,23 +12,11 @@ import (
 // BenchmarkRender500 measures the pure part (parse the inventory, render
 // and validate 500 collèges with the NOC template), without disk writes.
 func BenchmarkRender500(b *testing.B) {
-	text, csv := nocFixture(b, 500)
-	tmpl, err := ParseTemplate("college.yaml.tmpl", text)
-	if err != nil {
-		b.Fatal(err)
-	}
+	render := renderer(b, 500)
 	for b.Loop() {
-		inv, err := ParseInventory("schools.csv", csv)
-		if err != nil {
-			b.Fatal(err)
-		}
-		results, err := Render(tmpl, inv)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range results {
-			if !results[i].OK() {
-				b.Fatal(results[i].Errs[0])
+		for _, r := range render() {
+			if !r.OK() {
+				b.Fatal(r.Errs[0])
 			}
 		}
 	}
@@ -37,12 +25,23 @@ func BenchmarkRender500(b *testing.B) {
 // BenchmarkRenderWrite500 adds writing the 500 files atomically, fsync
 // included, which is what the disk makes of the command's run time.
 func BenchmarkRenderWrite500(b *testing.B) {
-	text, csv := nocFixture(b, 500)
+	render := renderer(b, 500)
+	for b.Loop() {
+		if n, err := WriteResults(b.TempDir(), render()); err != nil || n != 500 {
+			b.Fatalf("wrote %d files: %v", n, err)
+		}
+	}
+}
+
+// renderer returns one run of the command's pure part over an inventory of
+// n schools: parse the inventory, render and validate every row.
+func renderer(b *testing.B, n int) func() []Result {
+	text, csv := nocFixture(b, n)
 	tmpl, err := ParseTemplate("college.yaml.tmpl", text)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for b.Loop() {
+	return func() []Result {
 		inv, err := ParseInventory("schools.csv", csv)
 		if err != nil {
 			b.Fatal(err)
@@ -51,9 +50,7 @@ func BenchmarkRenderWrite500(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if n, err := WriteResults(b.TempDir(), results); err != nil || n != 500 {
-			b.Fatalf("wrote %d files: %v", n, err)
-		}
+		return results
 	}
 }
 
