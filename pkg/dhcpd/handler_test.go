@@ -500,21 +500,3 @@ func TestLoadDropsLeasesTheConfigNoLongerAllows(t *testing.T) {
 		t.Errorf("loaded %+v, want only 10.0.0.11", recs)
 	}
 }
-
-func TestWriteFileAtomicReplacesWholeFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "sub", "leases.json")
-	for _, content := range []string{"first version, longer\n", "second\n"} {
-		if err := writeFileAtomic(path, []byte(content)); err != nil {
-			t.Fatal(err)
-		}
-		got, _ := os.ReadFile(path)
-		if string(got) != content {
-			t.Errorf("file = %q, want %q", got, content)
-		}
-	}
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temporary files left behind: %v", entries)
-	}
-}

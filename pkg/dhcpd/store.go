@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
+
+	"passerelle/pkg/atomicfile"
 )
 
 // fileVersion is the format of lease files; a file of another version is
@@ -121,7 +122,7 @@ func (s fileStore) Load() ([]byte, error) {
 }
 
 func (s fileStore) Save(data []byte) error {
-	return writeFileAtomic(s.path, data)
+	return atomicfile.Write(s.path, data, 0o644)
 }
 
 // setAside renames an unreadable lease file so that it is kept for
@@ -129,47 +130,6 @@ func (s fileStore) Save(data []byte) error {
 func (s fileStore) setAside(now time.Time) (string, error) {
 	dst := fmt.Sprintf("%s.bad-%s", s.path, now.UTC().Format("20060102T150405Z"))
 	return dst, os.Rename(s.path, dst)
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it,
-// renames it over path and syncs the directory, so the rename itself is
-// durable.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // memStore keeps leases in memory, for tests and the fuzz target.

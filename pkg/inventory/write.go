@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"passerelle/pkg/atomicfile"
 )
 
 // writers is how many files WriteResults writes at once. The time goes to
@@ -47,7 +49,7 @@ func WriteResults(dir string, results []Result) (int, error) {
 	for range min(writers, len(todo)) {
 		wg.Go(func() {
 			for r := range next {
-				err := writeFile(dir, r.UAI+".yaml", r.Output)
+				err := atomicfile.Replace(filepath.Join(dir, r.UAI+".yaml"), r.Output, 0o644)
 				mu.Lock()
 				if err == nil {
 					written++
@@ -73,52 +75,8 @@ func WriteResults(dir string, results []Result) (int, error) {
 		return written, firstErr
 	}
 	// One directory sync makes all the renames above durable.
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return written, err
 	}
 	return written, nil
-}
-
-// writeFile replaces dir/name with data: temporary file in the same
-// directory, fsync, then rename over the old file. The caller syncs dir.
-func writeFile(dir, name string, data []byte) (err error) {
-	path := filepath.Join(dir, name)
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"passerelle/pkg/atomicfile"
 )
 
 // DefaultStateDir holds one state file per lab run. It lives under /run
@@ -88,7 +90,7 @@ func createState(dir string, st runState) error {
 	if err := os.Remove(tmp); err != nil {
 		return fmt.Errorf("remove %s: %w", tmp, err)
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // readState reads and checks a state file.
@@ -120,7 +122,7 @@ func removeState(dir, id string) (removed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("remove state file: %w", err)
 	}
-	return true, syncDir(dir)
+	return true, atomicfile.SyncDir(dir)
 }
 
 // stateEntry is a file found in the state directory.
@@ -155,17 +157,4 @@ func listStateDir(dir string) ([]stateEntry, error) {
 		}
 	}
 	return out, nil
-}
-
-// syncDir makes a directory entry change durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s for sync: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"passerelle/pkg/atomicfile"
 )
 
 // A Store keeps list versions in one directory of the box's persistent
@@ -339,7 +341,7 @@ func (s *Store) install(tmp, source string, l *Lists) error {
 	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
 		return err
 	}
-	if err := syncDir(s.Dir); err != nil {
+	if err := atomicfile.SyncDir(s.Dir); err != nil {
 		return err
 	}
 	m, err := s.ReadManifest()
@@ -358,7 +360,7 @@ func (s *Store) install(tmp, source string, l *Lists) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(s.Dir, manifestName), b, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.Dir, manifestName), b, 0o644); err != nil {
 		return err
 	}
 	entries, _ := os.ReadDir(s.Dir)
@@ -370,46 +372,6 @@ func (s *Store) install(tmp, source string, l *Lists) error {
 		}
 	}
 	return nil
-}
-
-// WriteFileAtomic writes a file so that readers see the old or the new
-// content, never a mix, even across a power cut: temp file, fsync,
-// rename, fsync of the directory.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // StoredVersions lists the archive files of the store, for diagnostics.
