@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"sync"
@@ -282,16 +283,18 @@ func (s *Server) readLoop(conn net.PacketConn, zone string) error {
 	}
 }
 
+// snapshot copies the zone handlers, so the pools can be read without
+// holding the server's lock while a handler takes its own.
+func (s *Server) snapshot() map[string]*Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.handlers)
+}
+
 // checkHealth raises a warning for pools over poolWarnRatio and lease
 // files that cannot be written, and clears them when they recover.
 func (s *Server) checkHealth() {
-	s.mu.Lock()
-	hs := make(map[string]*Handler, len(s.handlers))
-	for k, v := range s.handlers {
-		hs[k] = v
-	}
-	s.mu.Unlock()
-	for zone, h := range hs {
+	for zone, h := range s.snapshot() {
 		pool, inUse, _, storeErr := h.usage()
 		code := "dhcp-pool-full:" + zone
 		if pool > 0 && float64(inUse) > poolWarnRatio*float64(pool) {
@@ -316,13 +319,7 @@ func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (s *Server) Collect(ch chan<- prometheus.Metric) {
-	s.mu.Lock()
-	hs := make(map[string]*Handler, len(s.handlers))
-	for k, v := range s.handlers {
-		hs[k] = v
-	}
-	s.mu.Unlock()
-	for zone, h := range hs {
+	for zone, h := range s.snapshot() {
 		pool, inUse, active, _ := h.usage()
 		ch <- prometheus.MustNewConstMetric(poolSizeDesc, prometheus.GaugeValue, float64(pool), zone)
 		ch <- prometheus.MustNewConstMetric(inUseDesc, prometheus.GaugeValue, float64(inUse), zone)

@@ -153,6 +153,21 @@ func (p *icmpProber) probe(ctx context.Context, target netip.Addr) (time.Duratio
 
 func (p *icmpProber) close() error { return p.conn.Close() }
 
+// dialBound connects through one uplink (its interface and mark) and ties
+// the connection's deadline to ctx; done closes it.
+func dialBound(ctx context.Context, network string, to netip.AddrPort, ifname string, mark uint32) (net.Conn, func(), error) {
+	d := net.Dialer{Control: bindControl(ifname, mark)}
+	conn, err := d.DialContext(ctx, network, to.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	return conn, func() { stop(); conn.Close() }, nil
+}
+
 // dnsProber asks the target for the root's NS records; any answer, even
 // a refusal, proves the path works.
 type dnsProber struct {
@@ -161,17 +176,11 @@ type dnsProber struct {
 }
 
 func (p *dnsProber) probe(ctx context.Context, target netip.Addr) (time.Duration, error) {
-	d := net.Dialer{Control: bindControl(p.ifname, p.mark)}
-	conn, err := d.DialContext(ctx, "udp4", netip.AddrPortFrom(target, 53).String())
+	conn, done, err := dialBound(ctx, "udp4", netip.AddrPortFrom(target, 53), p.ifname, p.mark)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	q := new(dns.Msg)
 	q.SetQuestion(".", dns.TypeNS)
 	b, err := q.Pack()
@@ -209,18 +218,12 @@ type httpProber struct {
 }
 
 func (p *httpProber) probe(ctx context.Context, target netip.Addr) (time.Duration, error) {
-	d := net.Dialer{Control: bindControl(p.ifname, p.mark)}
 	start := time.Now()
-	conn, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(target, 80).String())
+	conn, done, err := dialBound(ctx, "tcp4", netip.AddrPortFrom(target, 80), p.ifname, p.mark)
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	defer done()
 	if _, err := fmt.Fprintf(conn, "HEAD / HTTP/1.1\r\nHost: %s\r\nUser-Agent: passerelle-probe\r\nConnection: close\r\n\r\n", target); err != nil {
 		return 0, err
 	}
