@@ -35,27 +35,6 @@ import (
 // (pkg/firewall/testdata/reach/*.txt), DNS enforcement, and reloads under
 // traffic.
 
-// TestZoneDeviceAgreesWithNetif: the firewall names a zone's layer-3
-// device itself (it may not import netif); both must agree.
-func TestZoneDeviceAgreesWithNetif(t *testing.T) {
-	zones := []config.Zone{
-		{Name: "peda", Interfaces: []string{"lan0"}},
-		{Name: "admin", Interfaces: []string{"lan1", "lan2"}},
-	}
-	for _, f := range append(exampleFiles(t), "../../pkg/firewall/testdata/features.yaml") {
-		cfg, err := config.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zones = append(zones, cfg.Zones...)
-	}
-	for _, z := range zones {
-		if a, b := firewall.ZoneDevice(z), zoneDevice(z); a != b {
-			t.Errorf("zone %s: firewall matches %s, netif configures %s", z.Name, a, b)
-		}
-	}
-}
-
 func exampleFiles(t *testing.T) []string {
 	t.Helper()
 	files, err := filepath.Glob("../../configs/examples/*.yaml")

@@ -510,7 +510,7 @@ func newBox(log *slog.Logger, deps ...boxDeps) *box.Box {
 	if len(deps) > 0 {
 		d = deps[0]
 	}
-	dhcpOpts := dhcpd.Options{LeaseDir: d.leaseDir, ZoneDevice: zoneDevice}
+	dhcpOpts := dhcpd.Options{LeaseDir: d.leaseDir}
 	timeOpts := timesync.Options{Clock: d.clock}
 	var ifWarn netif.Warnings
 	var upOpts uplink.Options
@@ -532,14 +532,6 @@ func newBox(log *slog.Logger, deps ...boxDeps) *box.Box {
 		dhcpd.New(log.With("component", "dhcp"), d.metrics, dhcpOpts),
 		timesync.New(log.With("component", "time"), d.metrics, timeOpts),
 	)
-}
-
-// zoneDevice is the interface netif gives a zone's clients.
-func zoneDevice(z config.Zone) string {
-	if len(z.Interfaces) == 1 {
-		return z.Interfaces[0]
-	}
-	return netif.BridgeName(z.Name)
 }
 
 // ownsClock decides whether the firmware sets the system clock. Only the

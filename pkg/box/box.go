@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"passerelle/pkg/config"
@@ -89,8 +90,8 @@ type Box struct {
 	now        func() time.Time
 
 	mu      sync.Mutex // one apply at a time
-	current *config.Config
-	plans   []Plan // plans of current, by component index
+	current atomic.Pointer[config.Config]
+	plans   []Plan // plans of current, by component index; under mu
 }
 
 // New returns a box made of components, listed in the order they are
@@ -112,11 +113,11 @@ func (b *Box) Services() []Service {
 	return out
 }
 
-// Current returns the config last applied successfully, or nil.
+// Current returns the config last applied successfully, or nil. It never
+// waits for an apply in progress (the status page reads it while the NOC
+// pushes); the returned config must not be modified.
 func (b *Box) Current() *config.Config {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.current
+	return b.current.Load()
 }
 
 // PlanError reports the components that could not plan a config; nothing
@@ -176,7 +177,8 @@ func (b *Box) Apply(ctx context.Context, cfg *config.Config) (Report, error) {
 		}
 		b.log.Debug("component applied", "component", c.Name(), "took", rep.Results[i].Took)
 	}
-	b.current, b.plans = cfg, plans
+	b.plans = plans
+	b.current.Store(cfg)
 	return rep, nil
 }
 

@@ -2,13 +2,13 @@ package dhcpclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
+
+	"passerelle/pkg/netmark"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
@@ -184,18 +184,7 @@ func (t *linuxTransport) unicastConn(from netip.Addr) (net.PacketConn, error) {
 		t.uni.Close()
 		t.uni = nil
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, t.ifname); serr != nil {
-				return
-			}
-			if t.mark != 0 {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(t.mark))
-			}
-		})
-		return errors.Join(err, serr)
-	}}
+	lc := net.ListenConfig{Control: netmark.BindControl(t.ifname, t.mark)}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(from, dhcpv4.ClientPort).String())
 	if err != nil {
 		return nil, fmt.Errorf("udp socket on %s: %w", t.ifname, err)

@@ -28,9 +28,6 @@ type Warnings interface {
 type Options struct {
 	// LeaseDir holds one lease file per zone; default DefaultLeaseDir.
 	LeaseDir string
-	// ZoneDevice names a zone's interface; default its only interface, or
-	// br-<zone> for several.
-	ZoneDevice ZoneDeviceFunc
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Health receives warnings; nil drops them.
@@ -66,9 +63,6 @@ func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Server {
 	if opts.LeaseDir == "" {
 		opts.LeaseDir = DefaultLeaseDir
 	}
-	if opts.ZoneDevice == nil {
-		opts.ZoneDevice = defaultZoneDevice
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -95,7 +89,7 @@ func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Server {
 func (s *Server) Name() string { return "dhcp" }
 
 func (s *Server) Plan(cfg *config.Config) (box.Plan, error) {
-	return compile(cfg, s.opts.LeaseDir, s.opts.ZoneDevice)
+	return compile(cfg, s.opts.LeaseDir)
 }
 
 // Apply installs the plan: new zones load their leases, existing ones keep

@@ -48,7 +48,7 @@ func demoPlan(t testing.TB, dir string) *Plan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := compile(cfg, dir, defaultZoneDevice)
+	p, err := compile(cfg, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

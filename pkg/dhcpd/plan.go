@@ -58,11 +58,8 @@ type Reservation struct {
 
 var _ box.Plan = (*Plan)(nil)
 
-// ZoneDeviceFunc names the interface a zone's clients are on.
-type ZoneDeviceFunc func(z config.Zone) string
-
 // compile plans DHCP for a valid config.
-func compile(cfg *config.Config, leaseDir string, device ZoneDeviceFunc) (*Plan, error) {
+func compile(cfg *config.Config, leaseDir string) (*Plan, error) {
 	p := &Plan{LeaseDir: leaseDir}
 	for _, z := range cfg.Zones {
 		d := z.DHCP
@@ -74,7 +71,7 @@ func compile(cfg *config.Config, leaseDir string, device ZoneDeviceFunc) (*Plan,
 		}
 		zp := ZonePlan{
 			Name:       z.Name,
-			Device:     device(z),
+			Device:     z.Device(),
 			Server:     z.Address,
 			Subnet:     z.Subnet.Masked(),
 			RangeStart: d.RangeStart,
@@ -86,7 +83,7 @@ func compile(cfg *config.Config, leaseDir string, device ZoneDeviceFunc) (*Plan,
 		}
 		// Guest zones get no NTP from the box (the firewall's policy too:
 		// phones set their clocks from the internet).
-		if cfg.Time.Serve && z.Kind != config.KindGuest {
+		if cfg.ServesNTP(&z) {
 			zp.NTP = []netip.Addr{z.Address}
 		}
 		for _, r := range d.Reservations {
@@ -95,16 +92,6 @@ func compile(cfg *config.Config, leaseDir string, device ZoneDeviceFunc) (*Plan,
 		p.Zones = append(p.Zones, zp)
 	}
 	return p, nil
-}
-
-// defaultZoneDevice is the interface netif gives a zone: its only port, or
-// the bridge br-<zone> joining several (netif.BridgeName; the daemon wires
-// netif's own function, this default serves tests and tools).
-func defaultZoneDevice(z config.Zone) string {
-	if len(z.Interfaces) == 1 {
-		return z.Interfaces[0]
-	}
-	return "br-" + z.Name
 }
 
 // LeaseFile is the file holding a zone's leases.

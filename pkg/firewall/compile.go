@@ -56,16 +56,6 @@ const maxObjName = 200
 // zoneNetSet names the set holding a zone's subnet.
 func zoneNetSet(zone string) string { return "net-" + zone }
 
-// ZoneDevice is the interface that carries a zone's traffic at layer 3:
-// its only interface, or the bridge joining several. It must agree with
-// netif's bridge naming (br-<zone>); cmd/passerelle checks that it does.
-func ZoneDevice(z config.Zone) string {
-	if len(z.Interfaces) == 1 {
-		return z.Interfaces[0]
-	}
-	return "br-" + z.Name
-}
-
 // end is one side of a traffic pair: a LAN zone, the internet or the
 // tunnel.
 type end struct {
@@ -99,7 +89,7 @@ func Compile(cfg *config.Config) (*Plan, error) {
 	c.tunnel = cfg.Tunnel.Enabled || c.tunnelReferenced()
 	for i := range cfg.Zones {
 		z := &cfg.Zones[i]
-		dev := ZoneDevice(*z)
+		dev := z.Device()
 		c.ends = append(c.ends, end{name: z.Name, zone: z, in: IfName{Name: dev}, out: IfName{Out: true, Name: dev}})
 	}
 	c.ends = append(c.ends, end{name: endInternet, in: IfSet{Set: setUplinks}, out: IfSet{Out: true, Set: setUplinks}})
@@ -135,7 +125,7 @@ func Compile(cfg *config.Config) (*Plan, error) {
 			c.chain(pairChain(src.name, dst.name), nil, c.pair(src, dst))
 		}
 	}
-	if c.anyMinors() {
+	if c.cfg.AnyMinorsZone() {
 		c.chain("dns-guard", nil, c.dnsGuard())
 	}
 	c.chain("syn-flood", nil, []Rule{
@@ -257,27 +247,6 @@ func zoneOf(cfg *config.Config, a netip.Addr) *config.Zone {
 	return nil
 }
 
-func (c *compiler) minors(z *config.Zone) bool {
-	if z == nil || z.DNSProfile == "" {
-		return false
-	}
-	for _, p := range c.cfg.DNS.Profiles {
-		if p.Name == z.DNSProfile {
-			return p.Minors
-		}
-	}
-	return false
-}
-
-func (c *compiler) anyMinors() bool {
-	for i := range c.cfg.Zones {
-		if c.minors(&c.cfg.Zones[i]) {
-			return true
-		}
-	}
-	return false
-}
-
 func (c *compiler) preroutingMangle() []Rule {
 	var rules []Rule
 	for i, u := range c.cfg.Uplinks {
@@ -307,7 +276,7 @@ func (c *compiler) preroutingNAT() []Rule {
 	for _, z := range c.cfg.Zones {
 		for _, proto := range []string{"udp", "tcp"} {
 			r := Rule{Exprs: []Expr{
-				IfName{Name: ZoneDevice(z)},
+				IfName{Name: z.Device()},
 				AddrIs{Dst: true, Neg: true, Prefix: netip.PrefixFrom(z.Address, 32)},
 				Ports{Proto: proto, Ranges: []PortRange{{53, 53}}},
 				c.counter(counterDNSRedirect),
@@ -404,7 +373,7 @@ func (c *compiler) postroutingNAT() []Rule {
 		}
 		rules = append(rules, Rule{
 			Comment: fmt.Sprintf("hairpin: a %s client reaching a %s server through a public address gets the box as source", z.Name, z.Name),
-			Exprs: []Expr{IfName{Out: true, Name: ZoneDevice(z)}, AddrSet{Set: zoneNetSet(z.Name)}, CtDNAT{},
+			Exprs: []Expr{IfName{Out: true, Name: z.Device()}, AddrSet{Set: zoneNetSet(z.Name)}, CtDNAT{},
 				Masquerade{}},
 		})
 	}
@@ -464,7 +433,7 @@ func (c *compiler) toBox(e end) []Rule {
 // dispatch sends a source end's forwarded traffic to its pair chains.
 func (c *compiler) dispatch(src end) []Rule {
 	var rules []Rule
-	if c.minors(src.zone) {
+	if c.cfg.MinorsZone(src.zone) {
 		rules = append(rules, Rule{
 			Comment: "DNS filter bypasses (the zone's profile protects minors)",
 			Exprs:   []Expr{Verdict{Kind: Jump, Chain: "dns-guard"}},

@@ -45,7 +45,8 @@ type Warning struct {
 }
 
 // Registry holds the current warnings. The zero value is not usable: use
-// New.
+// New. A nil *Registry is valid and keeps nothing, so components built
+// without one (plan, tests) need no checks of their own.
 type Registry struct {
 	now func() time.Time
 
@@ -66,6 +67,9 @@ func New(now func() time.Time) *Registry {
 // Raise records or updates a warning. Raising a warning that is already
 // raised keeps its Since time, so "since when" means since it started.
 func (r *Registry) Raise(component, code string, sev Severity, message string) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w, ok := r.warnings[code]
@@ -82,6 +86,9 @@ func (r *Registry) Raise(component, code string, sev Severity, message string) {
 
 // Clear removes a warning; clearing one that is not raised does nothing.
 func (r *Registry) Clear(code string) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.warnings[code]; ok {
@@ -92,6 +99,9 @@ func (r *Registry) Clear(code string) {
 
 // List returns the current warnings, most severe first, then oldest.
 func (r *Registry) List() []Warning {
+	if r == nil {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]Warning, 0, len(r.warnings))
@@ -112,6 +122,9 @@ func (r *Registry) List() []Warning {
 
 // Get returns one warning.
 func (r *Registry) Get(code string) (Warning, bool) {
+	if r == nil {
+		return Warning{}, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w, ok := r.warnings[code]
@@ -122,6 +135,9 @@ func (r *Registry) Get(code string) (Warning, bool) {
 // the set of warnings changes, and a function to stop watching.
 func (r *Registry) Watch() (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
+	if r == nil {
+		return ch, func() {}
+	}
 	r.mu.Lock()
 	r.watchers = append(r.watchers, ch)
 	r.mu.Unlock()

@@ -43,10 +43,7 @@ func compile(cfg *config.Config) (*Plan, error) {
 	}
 	if cfg.Time.Serve {
 		for _, z := range cfg.Zones {
-			// Guest zones are not served, as the firewall has it: phones
-			// set their clocks from the internet, and the box shows
-			// unknown devices as little as it can.
-			if z.Kind != config.KindGuest {
+			if cfg.ServesNTP(&z) {
 				p.Listen = append(p.Listen, Listener{Zone: z.Name, Addr: z.Address})
 			}
 		}

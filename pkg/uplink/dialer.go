@@ -1,30 +1,17 @@
 package uplink
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"passerelle/pkg/netmark"
 )
 
-// Control returns a socket Control function (net.Dialer.Control,
-// net.ListenConfig.Control) that sets SO_MARK: the socket's traffic then
-// follows that uplink's table, whichever uplink carries new flows. The
-// box's own traffic uses it to pin itself to an uplink: probes, the
-// tunnel, DNS upstreams, metrics push.
+// Control returns a socket Control function that pins the socket's traffic
+// to the uplink of that mark (see netmark.Control).
 func Control(mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		})
-		if err := errors.Join(err, serr); err != nil {
-			return fmt.Errorf("set SO_MARK %#x: %w", mark, err)
-		}
-		return nil
-	}
+	return netmark.Control(mark)
 }
 
 // Mark returns the firewall mark of the named uplink.

@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -20,26 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"passerelle/pkg/config"
+	"passerelle/pkg/netmark"
 )
-
-// bindControl pins a socket to an uplink: bound to its interface (a probe
-// must never leave by another) and marked with its mark (so the route
-// lookup uses its table, not TableActive's).
-func bindControl(ifname string, mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, ifname); serr != nil {
-				serr = fmt.Errorf("bind to %s: %w", ifname, serr)
-				return
-			}
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)); serr != nil {
-				serr = fmt.Errorf("set mark %#x: %w", mark, serr)
-			}
-		})
-		return errors.Join(err, serr)
-	}
-}
 
 func (s *linuxSystem) newProber(l Link) (prober, error) {
 	switch l.Probe.Kind {
@@ -72,7 +52,7 @@ type icmpWaiter struct {
 var probePayload = []byte("passerelle uplink probe")
 
 func newICMPProber(ifname string, mark uint32) (*icmpProber, error) {
-	lc := net.ListenConfig{Control: bindControl(ifname, mark)}
+	lc := net.ListenConfig{Control: netmark.BindControl(ifname, mark)}
 	pc, err := lc.ListenPacket(context.Background(), "ip4:icmp", "0.0.0.0")
 	if err != nil {
 		return nil, fmt.Errorf("icmp socket on %s: %w", ifname, err)
@@ -156,7 +136,7 @@ func (p *icmpProber) close() error { return p.conn.Close() }
 // dialBound connects through one uplink (its interface and mark) and ties
 // the connection's deadline to ctx; done closes it.
 func dialBound(ctx context.Context, network string, to netip.AddrPort, ifname string, mark uint32) (net.Conn, func(), error) {
-	d := net.Dialer{Control: bindControl(ifname, mark)}
+	d := net.Dialer{Control: netmark.BindControl(ifname, mark)}
 	conn, err := d.DialContext(ctx, network, to.String())
 	if err != nil {
 		return nil, nil, err
