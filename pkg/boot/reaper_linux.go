@@ -47,7 +47,7 @@ func (r *Reaper) Run(ctx context.Context, log *slog.Logger) error {
 			if err != nil || got != pid {
 				continue // its owner waited for it after all
 			}
-			log.Info("reaped orphan", "pid", pid, "status", describeWait(ws))
+			log.Info("reaped orphan", "event", "orphan-reaped", "pid", pid, "status", describeWait(ws))
 		}
 		retry = nil
 		if pending {

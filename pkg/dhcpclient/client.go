@@ -213,7 +213,7 @@ func (c *Client) do(m *machine, tr Transport, s step) {
 		log.Info("dhcp: lease lost", "address", old.Address, "reason", s.lost)
 	}
 	if s.bound != nil {
-		log.Info("dhcp: lease", "address", s.bound.Address, "gateway", s.bound.Gateway, "server", s.bound.Server,
+		log.Info("dhcp: lease", "event", "dhcp-lease", "address", s.bound.Address, "gateway", s.bound.Gateway, "server", s.bound.Server,
 			"lease", s.bound.Duration, "renew_in", s.bound.T1)
 	}
 	if old != cur {

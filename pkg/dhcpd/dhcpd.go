@@ -238,7 +238,7 @@ func (s *Server) serve(ctx context.Context, zone, dev string) {
 			continue
 		}
 		lastErr = ""
-		log.Info("DHCP serving")
+		log.Info("DHCP serving", "event", "dhcp-serving")
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		err = s.readLoop(conn, zone)
 		stop()

@@ -77,7 +77,7 @@ func newHandler(log *slog.Logger, z ZonePlan, st store, m *metrics, limits Limit
 		if skipped := h.t.load(ls); skipped > 0 {
 			log.Warn("leases dropped at load: outside the zone's pool, reserved for another device, or duplicates", "dropped", skipped, "kept", len(h.t.byAddr))
 		}
-		log.Info("leases loaded", "records", len(h.t.byAddr), "in_use", h.t.inUse(now()))
+		log.Info("leases loaded", "event", "dhcp-leases-loaded", "records", len(h.t.byAddr), "in_use", h.t.inUse(now()))
 	}
 	return h, problem
 }

@@ -123,7 +123,7 @@ func (f *Filter) loadStored(p *Plan) error {
 			sev = health.Critical
 		}
 		f.warn("dns-lists", sev, msg)
-		f.log.Error("filtering lists not loaded", "dir", p.Lists.Dir, "err", err)
+		f.log.Error("filtering lists not loaded", "event", "dns-lists-missing", "dir", p.Lists.Dir, "err", err)
 		return err
 	}
 	since := f.now()
@@ -201,7 +201,7 @@ func (f *Filter) swapLists(l *ut1.Lists, since time.Time, took time.Duration) {
 			unenf = append(unenf, fmt.Sprintf("%s %d urls/%d expressions", c.Name, c.URLs, c.Expressions))
 		}
 	}
-	f.log.Info("lists loaded", "version", l.Version, "categories", len(l.Categories), "domains", l.Domains(),
+	f.log.Info("lists loaded", "event", "dns-lists-loaded", "version", l.Version, "categories", len(l.Categories), "domains", l.Domains(),
 		"distinct", l.Set.Len(), "bytes", l.Set.Bytes(), "took", took.Round(time.Millisecond))
 	if len(unenf) > 0 {
 		f.log.Info("list entries DNS cannot enforce (counted, not applied)", "categories", strings.Join(unenf, ", "))

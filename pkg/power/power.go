@@ -107,7 +107,7 @@ func Shutdown(ctx context.Context, log *slog.Logger, svc Services, sys System, p
 	if err := errors.Join(errs...); err != nil {
 		log.Error("shutdown steps failed; going on", "err", err)
 	}
-	log.Info("goodbye", "action", p.Action.String(), "took", time.Since(start).Round(time.Millisecond))
+	log.Info("goodbye", "event", "shutdown", "action", p.Action.String(), "took", time.Since(start).Round(time.Millisecond))
 	if err := sys.Reboot(p.Action); err != nil {
 		return fmt.Errorf("%s: %w", p.Action, err)
 	}

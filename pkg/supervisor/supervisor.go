@@ -471,11 +471,11 @@ func (s *Supervisor) runService(svc *service) {
 			s.waitStop(svc)
 			return
 		case Restart:
-			log.Warn("service exited; restarting", "exit", ex.desc, "ran", s.now().Sub(started).Round(time.Millisecond), "after", dec.After)
+			log.Warn("service exited; restarting", "event", "service-restart", "exit", ex.desc, "ran", s.now().Sub(started).Round(time.Millisecond), "after", dec.After)
 			s.setState(svc, Backoff, dec.Reason, s.now().Add(dec.After))
 			wait = dec.After
 		case Fail:
-			log.Error("service is crash-looping; marked failed", "exit", ex.desc, "reason", dec.Reason, "retry_in", dec.After)
+			log.Error("service is crash-looping; marked failed", "event", "service-failed", "exit", ex.desc, "reason", dec.Reason, "retry_in", dec.After)
 			s.setState(svc, Failed, dec.Reason, s.now().Add(dec.After))
 			if s.opts.Warnings != nil {
 				sev := health.Warn
@@ -496,7 +496,7 @@ func (s *Supervisor) runService(svc *service) {
 			// Nothing runs: stopping is immediate.
 			t.Stop()
 			s.setState(svc, Stopped, "", time.Time{})
-			log.Info("service stopped", "took", time.Duration(0), "killed", false)
+			log.Info("service stopped", "event", "service-stopped", "took", time.Duration(0), "killed", false)
 			return
 		}
 	}
@@ -572,7 +572,7 @@ func (s *Supervisor) stopInstance(svc *service, inst instance, sctx context.Cont
 	svc.pid = 0
 	s.mu.Unlock()
 	s.setState(svc, Stopped, "", time.Time{})
-	log.Info("service stopped", "took", time.Since(start).Round(time.Millisecond), "killed", killed)
+	log.Info("service stopped", "event", "service-stopped", "took", time.Since(start).Round(time.Millisecond), "killed", killed)
 }
 
 func pollReady(ctx context.Context, ready func(context.Context) error) error {

@@ -339,7 +339,7 @@ func (s *Service) gotSample(smp sample) {
 	case synced:
 		s.clear()
 		if !was {
-			s.log.Info("clock synchronised", "server", st.Server, "stratum", st.Stratum, "offset", offset, "delay", st.Delay, "steered", steered)
+			s.log.Info("clock synchronised", "event", "time-synced", "server", st.Server, "stratum", st.Stratum, "offset", offset, "delay", st.Delay, "steered", steered)
 		}
 	case !steered:
 		s.raise(fmt.Sprintf("The box's clock is off by %s from %s and the firmware is not allowed to set it here.", offset.Round(time.Millisecond), smp.server))

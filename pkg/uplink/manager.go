@@ -369,7 +369,7 @@ func (m *Manager) install(now time.Time, why string, force bool) (bool, error) {
 		msg += ": " + why
 	}
 	m.events.add(Event{Time: now, Kind: EventSwitch, Uplink: desc, Message: msg})
-	m.log.Warn("uplink switch", "to", desc, "fallback", sel.Fallback, "why", why, "took", time.Since(start))
+	m.log.Warn("uplink switch", "event", "uplink-switch", "to", desc, "fallback", sel.Fallback, "why", why, "took", time.Since(start))
 	return true, nil
 }
 
@@ -578,7 +578,7 @@ func (m *Manager) stateChanged(lk *link, prev State, now time.Time) {
 	if st == StateOffline || st == StateDegraded {
 		level = slog.LevelWarn
 	}
-	m.log.Log(context.Background(), level, "uplink state", "uplink", name, "state", st.String(), "was", prev.String(), "why", lk.tr.reason)
+	m.log.Log(context.Background(), level, "uplink state", "event", "uplink-state", "uplink", name, "state", st.String(), "was", prev.String(), "why", lk.tr.reason)
 	changed, err := m.install(now, why, false)
 	if err != nil {
 		m.log.Error("uplink routes", "err", err)

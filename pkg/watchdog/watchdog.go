@@ -125,7 +125,7 @@ func (w *Watchdog) Tick() bool {
 	w.mu.Unlock()
 	if err != nil {
 		if was {
-			w.log.Error("watchdog: not kicking; the box reboots unless this recovers", "err", err)
+			w.log.Error("watchdog: not kicking; the box reboots unless this recovers", "event", "watchdog-stalled", "err", err)
 		}
 		return false
 	}
