@@ -1,4 +1,4 @@
-package main
+package integration
 
 import (
 	"bufio"
@@ -35,18 +35,9 @@ func startUplinkLab(t *testing.T, cfgText string, tweak func(*lab.Spec)) *firmwa
 	t.Helper()
 	fw := labFor(t, []byte(cfgText), tweak)
 	fw.launch(t, t.TempDir())
-	fw.waitLog(t, "configuration applied", 10*time.Second)
+	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
 	startServers(t, fw.lab)
 	return fw
-}
-
-func demoConfig(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
 }
 
 // startServers runs the TCP stream server on the lab's internet server
@@ -145,48 +136,10 @@ func carrier(t *testing.T, fw *firmware, uplink string, up bool) {
 	nsRun(t, fw.isp(uplink), "ip", "link", "set", "box", state)
 }
 
-// logTime returns the time of the first log line after offset containing
-// all of parts.
-func (fw *firmware) logTime(offset int, parts ...string) (time.Time, bool) {
-	logs := fw.logs.String()
-	if offset > len(logs) {
-		return time.Time{}, false
-	}
-	for _, line := range strings.Split(logs[offset:], "\n") {
-		ok := true
-		for _, p := range parts {
-			ok = ok && strings.Contains(line, p)
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], "time=") {
-			if ts, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time=")); err == nil {
-				return ts, true
-			}
-		}
-	}
-	return time.Time{}, false
-}
-
-func (fw *firmware) waitLogAfter(t *testing.T, offset int, timeout time.Duration, parts ...string) time.Time {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ts, ok := fw.logTime(offset, parts...); ok {
-			return ts
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("firmware did not log %q within %s", parts, timeout)
-	return time.Time{}
-}
-
 // waitOnline waits until an uplink's probes have confirmed it.
 func (fw *firmware) waitOnline(t *testing.T, uplink string) {
 	t.Helper()
-	fw.waitLogAfter(t, 0, 10*time.Second, `msg="uplink state"`, "uplink="+uplink, "state=online")
+	fw.waitEvent(t, 10*time.Second, "uplink-state", map[string]string{"uplink": uplink, "state": "online"})
 }
 
 func (fw *firmware) activeRoute(t *testing.T) string {
@@ -198,7 +151,7 @@ func (fw *firmware) activeRoute(t *testing.T) string {
 const blackholeBound = 3*200*time.Millisecond + 300*time.Millisecond
 
 func TestUplinkCarrierLossFailsOverToBackup(t *testing.T) {
-	fw := startUplinkLab(t, demoConfig(t), nil)
+	fw := startUplinkLab(t, readDemo(t), nil)
 	fw.waitOnline(t, "renater")
 	f := startFlow(t, fw, "peda")
 	f.waitSource(t, renaterIP, time.Time{}, 5*time.Second)
@@ -221,7 +174,7 @@ func TestUplinkCarrierLossFailsOverToBackup(t *testing.T) {
 }
 
 func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
-	fw := startUplinkLab(t, demoConfig(t), nil)
+	fw := startUplinkLab(t, readDemo(t), nil)
 	fw.waitOnline(t, "renater")
 	fw.waitOnline(t, "backup")
 	f := startFlow(t, fw, "peda")
@@ -229,10 +182,10 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	// Silent failure: carrier stays, everything beyond the ISP is lost.
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	fault := time.Now()
 	undo := blackhole(t, fw, "renater")
-	detected := fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink state"`, "uplink=renater", "state=offline")
+	detected := fw.waitEventAfter(t, mark, 5*time.Second, "uplink-state", map[string]string{"uplink": "renater", "state": "offline"})
 	first := f.waitSource(t, backupIP, fault, 5*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	out := f.outage(fault, time.Now())
@@ -270,11 +223,11 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 	}
 
 	// Recovery: back to Renater after up_after good rounds.
-	off = len(fw.logs.String())
+	mark = fw.mark()
 	healed := time.Now()
 	undo()
-	back := fw.waitLogAfter(t, off, 10*time.Second, `msg="uplink state"`, "uplink=renater", "state=online")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink switch"`, "to=renater")
+	back := fw.waitEventAfter(t, mark, 10*time.Second, "uplink-state", map[string]string{"uplink": "renater", "state": "online"})
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-switch", map[string]string{"to": "renater"})
 	t.Logf("renater back in service %s after the blackhole ended (up_after 5 x 200ms)", back.Sub(healed).Round(time.Millisecond))
 	if r := fw.activeRoute(t); !strings.Contains(r, "dev wan0") {
 		t.Errorf("TableActive after recovery: %q, want renater", r)
@@ -296,12 +249,12 @@ func TestUplinkBlackholeDetectedAndRecovered(t *testing.T) {
 }
 
 func TestUplinkRandomLossCausesNoStateChange(t *testing.T) {
-	fw := startUplinkLab(t, demoConfig(t), nil)
+	fw := startUplinkLab(t, readDemo(t), nil)
 	fw.waitOnline(t, "renater")
 	// 5 % of the packets the Renater ISP forwards are dropped, in both
 	// directions: about 10 % of echo exchanges fail.
 	nsRun(t, fw.isp("renater"), "nft", "add table inet fault; add chain inet fault drops { type filter hook forward priority 0; }; add rule inet fault drops numgen random mod 100 < 5 counter drop")
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	soak := 60 * time.Second
 	if testing.Short() {
 		soak = 10 * time.Second
@@ -310,9 +263,8 @@ func TestUplinkRandomLossCausesNoStateChange(t *testing.T) {
 	time.Sleep(soak)
 	f.stop()
 	counters := nsRun(t, fw.isp("renater"), "nft", "list", "chain", "inet", "fault", "drops")
-	logs := fw.logs.String()[off:]
-	if strings.Contains(logs, `msg="uplink state"`) || strings.Contains(logs, `msg="uplink switch"`) {
-		t.Errorf("state changed under 5%% loss:\n%s", grepLines(logs, "uplink"))
+	if changes := append(fw.log.find(mark, "uplink-state", nil), fw.log.find(mark, "uplink-switch", nil)...); len(changes) > 0 {
+		t.Errorf("state changed under 5%% loss: %v", changes)
 	}
 	replies := f.Replies()
 	t.Logf("%s of 5%% random loss on renater: no state change expected; flow answers %d (%.1f%% lost end to end); ISP counter: %s",
@@ -330,18 +282,18 @@ func grepLines(s, sub string) string {
 }
 
 func TestUplinkBothDownThenBackupBack(t *testing.T) {
-	fw := startUplinkLab(t, demoConfig(t), nil)
+	fw := startUplinkLab(t, readDemo(t), nil)
 	fw.waitOnline(t, "renater")
 	fw.waitOnline(t, "backup")
 	f := startFlow(t, fw, "peda")
 	f.waitSource(t, renaterIP, time.Time{}, 5*time.Second)
 
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	blackhole(t, fw, "renater")
 	undoBackup := blackhole(t, fw, "backup")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink state"`, "uplink=renater", "state=offline")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink state"`, "uplink=backup", "state=offline")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink switch"`, "fallback=true")
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-state", map[string]string{"uplink": "renater", "state": "offline"})
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-state", map[string]string{"uplink": "backup", "state": "offline"})
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-switch", map[string]string{"fallback": "true"})
 	time.Sleep(time.Second) // both down for a while; probing goes on
 
 	healed := time.Now()
@@ -357,7 +309,7 @@ func TestUplinkBothDownThenBackupBack(t *testing.T) {
 // is kept in dir.
 func dhcpBackupConfig(t *testing.T, dir string) string {
 	t.Helper()
-	cfg := demoConfig(t)
+	cfg := readDemo(t)
 	static := "    priority: 2\n    address: 192.0.2.6/30\n    gateway: 192.0.2.5\n"
 	if !strings.Contains(cfg, static) {
 		t.Fatal("demo config: backup uplink block not found")
@@ -381,7 +333,7 @@ func TestUplinkDHCPLeaseRenewalAndAddressChange(t *testing.T) {
 	}
 	box := fw.lab.Namespace(lab.RoleBox)
 	first := srv.Address()
-	fw.waitLogAfter(t, 0, 15*time.Second, `msg="dhcp: lease"`, "address="+first.String())
+	fw.waitEvent(t, 15*time.Second, "dhcp-lease", leaseOf(first))
 	bound := time.Now()
 	if a := nsRun(t, box, "ip", "-4", "addr", "show", "dev", "wan1"); !strings.Contains(a, first.String()+"/24") {
 		t.Fatalf("wan1 after the lease: %s", a)
@@ -416,9 +368,9 @@ func TestUplinkDHCPLeaseRenewalAndAddressChange(t *testing.T) {
 	// The ISP renumbers: the next renewal is refused, the box discovers
 	// the new address, and routes and NAT follow.
 	second := netip.MustParseAddr(strings.TrimSuffix(first.String(), ".10") + ".20")
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	srv.SetAddress(second)
-	changed := fw.waitLogAfter(t, off, 2*lease, `msg="dhcp: lease"`, "address="+second.String())
+	changed := fw.waitEventAfter(t, mark, 2*lease, "dhcp-lease", leaseOf(second))
 	got := f.waitSource(t, second.String(), time.Time{}, 10*time.Second)
 	t.Logf("address change %s -> %s: traffic through the new address %s after the new lease",
 		first, second, got.At.Sub(changed).Round(time.Millisecond))
@@ -435,6 +387,12 @@ func TestUplinkDHCPLeaseRenewalAndAddressChange(t *testing.T) {
 	if kept := readLease(t, dir); kept.Address.Addr() != second {
 		t.Errorf("lease file after the change: %+v", kept)
 	}
+}
+
+// leaseOf is the dhcp-lease event of address a: the lab's DHCP servers
+// hand out addresses in a /24.
+func leaseOf(a netip.Addr) map[string]string {
+	return map[string]string{"address": netip.PrefixFrom(a, 24).String()}
 }
 
 func readLease(t *testing.T, dir string) dhcpclient.Lease {
@@ -455,14 +413,14 @@ func TestUplinkDHCPRestartAsksForTheSameAddress(t *testing.T) {
 	fw := startUplinkLab(t, dhcpBackupConfig(t, dir), nil)
 	srv := fw.lab.DHCPServer("backup")
 	addr := srv.Address()
-	fw.waitLogAfter(t, 0, 15*time.Second, `msg="dhcp: lease"`, "address="+addr.String())
+	fw.waitEvent(t, 15*time.Second, "dhcp-lease", leaseOf(addr))
 
 	// A crash or power cut: the kept lease is confirmed with INIT-REBOOT,
 	// no DISCOVER.
 	n := len(srv.Exchanges())
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	fw.restart(t, syscall.SIGKILL)
-	fw.waitLogAfter(t, off, 15*time.Second, `msg="dhcp: lease"`, "address="+addr.String())
+	fw.waitEventAfter(t, mark, 15*time.Second, "dhcp-lease", leaseOf(addr))
 	ex := srv.Exchanges()[n:]
 	if len(ex) == 0 || ex[0].Request.String() != "REQUEST" || ex[0].Renewing || ex[0].Reply.String() != "ACK" || ex[0].Address != addr {
 		t.Errorf("after a crash, the server saw %+v; want an INIT-REBOOT REQUEST for %s first", ex, addr)
@@ -471,12 +429,12 @@ func TestUplinkDHCPRestartAsksForTheSameAddress(t *testing.T) {
 	// A clean shutdown releases the lease; the next start asks for the
 	// same address again.
 	n = len(srv.Exchanges())
-	off = len(fw.logs.String())
+	mark = fw.mark()
 	fw.restart(t, syscall.SIGTERM)
 	if kept := readLease(t, dir); !kept.Released || kept.Address.Addr() != addr {
 		t.Errorf("lease file after shutdown: %+v; want %s, released", kept, addr)
 	}
-	fw.waitLogAfter(t, off, 15*time.Second, `msg="dhcp: lease"`, "address="+addr.String())
+	fw.waitEventAfter(t, mark, 15*time.Second, "dhcp-lease", leaseOf(addr))
 	ex = srv.Exchanges()[n:]
 	if len(ex) < 2 || ex[0].Request.String() != "RELEASE" || ex[1].Request.String() != "DISCOVER" {
 		t.Errorf("around a clean restart, the server saw %+v; want RELEASE, then DISCOVER", ex)
@@ -484,7 +442,7 @@ func TestUplinkDHCPRestartAsksForTheSameAddress(t *testing.T) {
 }
 
 func TestUplinkDNSAndHTTPProbes(t *testing.T) {
-	cfg := demoConfig(t)
+	cfg := readDemo(t)
 	probe := "    probe:\n      targets: [203.0.113.10]\n"
 	if strings.Count(cfg, probe) != 2 {
 		t.Fatal("demo config: probe blocks not found")
@@ -499,15 +457,15 @@ func TestUplinkDNSAndHTTPProbes(t *testing.T) {
 	// The lab's internet server answers DNS on 53 and HTTP on 80.
 	fw.waitOnline(t, "renater")
 	fw.waitOnline(t, "backup")
-	off := len(fw.logs.String())
+	mark := fw.mark()
 	blackhole(t, fw, "renater")
 	blackhole(t, fw, "backup")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink state"`, "uplink=renater", "state=offline")
-	fw.waitLogAfter(t, off, 5*time.Second, `msg="uplink state"`, "uplink=backup", "state=offline")
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-state", map[string]string{"uplink": "renater", "state": "offline"})
+	fw.waitEventAfter(t, mark, 5*time.Second, "uplink-state", map[string]string{"uplink": "backup", "state": "offline"})
 }
 
 func TestUplinkBalancedShareNewFlows(t *testing.T) {
-	cfg := strings.Replace(demoConfig(t), "    priority: 2\n", "", 1) // both priority 1, weight 1
+	cfg := strings.Replace(readDemo(t), "    priority: 2\n", "", 1) // both priority 1, weight 1
 	fw := startUplinkLab(t, cfg, nil)
 	fw.waitOnline(t, "renater")
 	fw.waitOnline(t, "backup")

@@ -1,21 +1,18 @@
-package main
+package integration
 
 import (
-	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"log/slog"
 
 	"passerelle/pkg/config"
 	"passerelle/pkg/lab"
@@ -24,63 +21,13 @@ import (
 // These tests run the real firmware binary in the box namespace of a lab
 // built from the config, and check what a client sees.
 
-// lockedBuffer collects a child's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("lab integration tests need root (network namespaces, nftables); run `sudo make test`")
-	}
-	if testing.Short() {
-		t.Skip("lab integration test skipped in -short mode")
-	}
-}
-
-// buildFirmware builds the passerelle binary once per test binary run.
-var buildFirmware = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "passerelle-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "passerelle")
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", &buildError{out: string(out), err: err}
-	}
-	return bin, nil
-})
-
-type buildError struct {
-	out string
-	err error
-}
-
-func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
-
-// firmware is one `passerelle run` in a lab.
+// firmware is one `passerelle run` in a lab: the running process (replaced
+// by restart, which keeps the log) and the lab around it.
 type firmware struct {
-	lab    *lab.Lab
-	cfg    *config.Config
-	path   string // config file the daemon reads
-	cmd    *exec.Cmd
-	logs   *lockedBuffer
-	exited chan error
+	*proc
+	lab  *lab.Lab
+	cfg  *config.Config
+	path string // config file the daemon reads
 	// stateDir is the daemon's /perm, kept across restarts.
 	stateDir string
 }
@@ -93,18 +40,30 @@ func startFirmware(t *testing.T, configFile string) *firmware {
 	}
 	fw := labFor(t, data, nil)
 	fw.launch(t, t.TempDir())
-	fw.waitLog(t, "configuration applied", 10*time.Second)
+	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
 	return fw
 }
+
+// removeLeftovers runs `passerellectl lab down` once per test binary:
+// it removes what killed runs of these tests left (their owner is gone);
+// labs of live runs are kept.
+var removeLeftovers sync.Once
 
 // labFor builds the lab of a config text and returns the firmware that
 // will run in it, not yet started: the config is written to a temporary
 // file with its persistent paths moved off the host (isolateState), and
 // tweak, if set, adjusts the lab before it is built. The lab comes down
-// when the test ends.
+// when the test ends (and its state file lets `passerellectl lab down`
+// remove it if the test binary is killed).
 func labFor(t *testing.T, data []byte, tweak func(*lab.Spec)) *firmware {
 	t.Helper()
 	needRoot(t)
+	b := bins(t)
+	removeLeftovers.Do(func() {
+		if out, err := exec.Command(b.ctl, "lab", "down").CombinedOutput(); err != nil {
+			t.Logf("passerellectl lab down: %v: %s", err, out)
+		}
+	})
 	data = isolateState(t, data)
 	path := filepath.Join(t.TempDir(), "box.yaml")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -130,42 +89,26 @@ func labFor(t *testing.T, data []byte, tweak func(*lab.Spec)) *firmware {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	return &firmware{lab: l, cfg: cfg, path: path, logs: &lockedBuffer{}}
+	return &firmware{lab: l, cfg: cfg, path: path}
 }
 
-// launch starts `passerelle run` on fw.path in the lab's box namespace, with its
-// persistent state under stateDir (never the host's /perm) and the clock
-// left alone (the lab shares the host's), and kills it when the test ends.
-// It may be called again after the daemon stopped, to restart it.
+// launch starts `passerelle run` on fw.path in the lab's box namespace,
+// with its persistent state under stateDir (never the host's /perm), the
+// clock left alone (the lab shares the host's) and a JSON log, and kills
+// it when the test ends. It may be called again after the daemon
+// stopped, to restart it: the new process appends to the same log.
 func (fw *firmware) launch(t *testing.T, stateDir string, extra ...string) {
 	t.Helper()
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
+	log := &eventLog{}
+	if fw.proc != nil {
+		log = fw.proc.log
 	}
 	ns := fw.lab.Namespace(lab.RoleBox)
-	args := append([]string{"run", "--config", fw.path, "--log-level", "debug",
+	args := append([]string{"run", "--config", fw.path, "--log-format", "json", "--log-level", "debug",
 		"--dhcp-lease-dir", filepath.Join(stateDir, "dhcp"), "--set-clock", "never"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = fw.logs, fw.logs
-	if err := lab.StartCommand(ns, cmd); err != nil {
-		t.Fatalf("start firmware: %v", err)
-	}
-	exited := make(chan error, 1)
-	fw.cmd, fw.exited, fw.stateDir = cmd, exited, stateDir
-	// Closed after the exit status, so a second reader never blocks.
-	go func() { exited <- cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("firmware pid %d did not exit after SIGKILL", cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("firmware log:\n%s", fw.logs.String())
-		}
-	})
+	cmd := exec.Command(bins(t).passerelle, args...)
+	fw.proc = startProc(t, cmd, log, func(c *exec.Cmd) error { return lab.StartCommand(ns, c) })
+	fw.stateDir = stateDir
 }
 
 // restart stops the daemon with sig and starts it again in the same lab,
@@ -173,9 +116,7 @@ func (fw *firmware) launch(t *testing.T, stateDir string, extra ...string) {
 func (fw *firmware) restart(t *testing.T, sig os.Signal) {
 	t.Helper()
 	fw.cmd.Process.Signal(sig)
-	select {
-	case <-fw.exited:
-	case <-time.After(10 * time.Second):
+	if _, ok := fw.wait(10 * time.Second); !ok {
 		t.Fatalf("firmware did not stop on %v", sig)
 	}
 	fw.launch(t, fw.stateDir)
@@ -190,23 +131,6 @@ func isolateState(t *testing.T, data []byte) []byte {
 		s = strings.Replace(s, "  privacy:\n", "  privacy:\n    directory: "+filepath.Join(t.TempDir(), "dns")+"\n", 1)
 	}
 	return []byte(s)
-}
-
-// waitLog waits until the daemon has logged s (counting from the start).
-func (fw *firmware) waitLog(t *testing.T, s string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(fw.logs.String(), s) {
-		select {
-		case err := <-fw.exited:
-			t.Fatalf("firmware exited (%v) before logging %q", err, s)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("firmware did not log %q within %s", s, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // get fetches the internet test server's page from a zone's client.
@@ -241,7 +165,7 @@ func (fw *firmware) boxRoutes(t *testing.T) string {
 }
 
 func TestPedagogicalClientReachesInternetThroughBox(t *testing.T) {
-	fw := startFirmware(t, "../../configs/demo.yaml")
+	fw := startFirmware(t, demoConfig)
 	body, err := fw.get("peda")
 	if err != nil {
 		t.Fatalf("pedagogical client -> internet server: %v", err)
@@ -261,7 +185,7 @@ func TestPedagogicalClientReachesInternetThroughBox(t *testing.T) {
 }
 
 func TestSIGHUPReappliesEditedConfig(t *testing.T) {
-	fw := startFirmware(t, "../../configs/demo.yaml")
+	fw := startFirmware(t, demoConfig)
 	if r := fw.boxRoutes(t); !strings.Contains(r, "default via 192.0.2.1 dev wan0") {
 		t.Fatalf("initial default routes:\n%s", r)
 	}
@@ -275,8 +199,10 @@ func TestSIGHUPReappliesEditedConfig(t *testing.T) {
 	if err := os.WriteFile(fw.path, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	mark := fw.mark()
 	fw.cmd.Process.Signal(syscall.SIGHUP)
-	fw.waitLog(t, "SIGHUP", 5*time.Second)
+	fw.waitEventAfter(t, mark, 5*time.Second, "config-reload", nil)
+	fw.waitEventAfter(t, mark, 5*time.Second, "config-applied", nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		r := fw.boxRoutes(t)
@@ -294,23 +220,28 @@ func TestSIGHUPReappliesEditedConfig(t *testing.T) {
 }
 
 func TestSIGHUPWithBrokenConfigKeepsRunningOne(t *testing.T) {
-	fw := startFirmware(t, "../../configs/demo.yaml")
+	fw := startFirmware(t, demoConfig)
 	before := fw.boxRoutes(t)
 	data, _ := os.ReadFile(fw.path)
 	broken := strings.Replace(string(data), "subnet: 10.20.0.0/24", "subnet: 10.10.0.0/24", 1)
 	if err := os.WriteFile(fw.path, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	mark := fw.mark()
 	fw.cmd.Process.Signal(syscall.SIGHUP)
-	fw.waitLog(t, "new configuration not applied; the running one is kept", 5*time.Second)
-	logs := fw.logs.String()
-	if !strings.Contains(logs, "zones[1].subnet: 10.10.0.0/24 overlaps 10.10.0.0/24 (zones[0].subnet)") {
-		t.Errorf("the log does not say why the config was refused:\n%s", logs)
+	r := fw.waitRecord(t, mark, 5*time.Second, "config-rejected", nil)
+	// The reason is in the event's err, or, for a config with several
+	// problems, in the "problem" attribute of the records before it.
+	const why = "zones[1].subnet: 10.10.0.0/24 overlaps 10.10.0.0/24 (zones[0].subnet)"
+	said := strings.Contains(r.str("err"), why)
+	for _, p := range fw.log.records(mark) {
+		said = said || strings.Contains(p.str("problem"), why)
 	}
-	select {
-	case err := <-fw.exited:
+	if !said {
+		t.Errorf("the log does not say why the config was refused (config-rejected err=%q)", r.str("err"))
+	}
+	if err, ok := fw.exited(); ok {
 		t.Fatalf("firmware exited after a broken config: %v", err)
-	default:
 	}
 	if after := fw.boxRoutes(t); after != before {
 		t.Errorf("routes changed after a refused config:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -1,4 +1,4 @@
-package main
+package integration
 
 import (
 	"bytes"
@@ -24,10 +24,7 @@ func TestWatchdogKicksStopWhenCriticalServiceFails(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("needs unshare (util-linux)")
 	}
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
+	bin := bins(t).passerelle
 	dir, cfgPath := initWorkDir(t)
 	fifo := filepath.Join(dir, "watchdog")
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
@@ -76,11 +73,10 @@ func TestWatchdogKicksStopWhenCriticalServiceFails(t *testing.T) {
 		"--dhcp-lease-dir", filepath.Join(dir, "perm", "leases"),
 		"--watchdog-device", fifo, "--watchdog-timeout", "3s",
 		"--services", services, "--backoff-base", "50ms", "--crash-loop-exits", "2")
-	fw := &firmware{logs: in.logs, exited: in.exited}
 
 	waitUntil(t, "two kicks", 5*time.Second, func() bool { return kicks() >= 2 })
-	fw.waitLog(t, `"msg":"service is crash-looping; marked failed","component":"supervisor","service":"vital"`, 10*time.Second)
-	fw.waitLog(t, `"msg":"watchdog: not kicking; the box reboots unless this recovers"`, 5*time.Second)
+	in.waitEvent(t, 10*time.Second, "service-failed", map[string]string{"component": "supervisor", "service": "vital"})
+	in.waitEvent(t, 5*time.Second, "watchdog-stalled", nil)
 	stalled := kicks()
 	time.Sleep(2500 * time.Millisecond) // more than two kick intervals (1 s)
 	if now := kicks(); now != stalled {
@@ -88,9 +84,7 @@ func TestWatchdogKicksStopWhenCriticalServiceFails(t *testing.T) {
 	}
 
 	syscall.Kill(in.pid, syscall.SIGTERM)
-	select {
-	case <-in.exited: // rebooted
-	case <-time.After(15 * time.Second):
+	if _, ok := in.wait(15 * time.Second); !ok { // it reboots
 		t.Fatal("init did not stop")
 	}
 	select {

@@ -1,4 +1,4 @@
-package main
+package integration
 
 import (
 	"context"
@@ -46,15 +46,12 @@ type lanLab struct {
 
 func upLANLab(t *testing.T, unaddressed bool) *lanLab {
 	t.Helper()
-	data, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readDemo(t)
 	peda := "    address: 10.10.0.1\n"
-	if !strings.Contains(string(data), peda) {
+	if !strings.Contains(data, peda) {
 		t.Fatal("demo.yaml changed: no peda address line to add the reservation after")
 	}
-	edited := strings.Replace(string(data), peda, peda+"    dhcp:\n      reservations:\n        - {name: printer-cdi, mac: \""+reservedMAC+"\", address: "+reservedAddr+"}\n", 1)
+	edited := strings.Replace(data, peda, peda+"    dhcp:\n      reservations:\n        - {name: printer-cdi, mac: \""+reservedMAC+"\", address: "+reservedAddr+"}\n", 1)
 	fw := labFor(t, []byte(edited), func(spec *lab.Spec) {
 		for i := range spec.Zones {
 			spec.Zones[i].Unaddressed = unaddressed
@@ -68,9 +65,9 @@ func upLANLab(t *testing.T, unaddressed bool) *lanLab {
 // directory; it never sets the clock (the lab shares the host's).
 func (ll *lanLab) start(t *testing.T) *firmware {
 	t.Helper()
-	fw := &firmware{lab: ll.lab, cfg: ll.cfg, path: ll.path, logs: &lockedBuffer{}}
+	fw := &firmware{lab: ll.lab, cfg: ll.cfg, path: ll.path}
 	fw.launch(t, ll.stateDir)
-	fw.waitLog(t, "configuration applied", 10*time.Second)
+	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
 	return fw
 }
 
@@ -78,9 +75,7 @@ func (ll *lanLab) start(t *testing.T) *firmware {
 func (fw *firmware) stop(t *testing.T) {
 	t.Helper()
 	fw.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-fw.exited:
-	case <-time.After(10 * time.Second):
+	if _, ok := fw.wait(10 * time.Second); !ok {
 		t.Fatal("firmware did not stop within 10s of SIGTERM")
 	}
 }
@@ -177,7 +172,7 @@ func (ll *lanLab) leases(t *testing.T, zone string) map[string]leaseFileEntry {
 func TestLabDHCPLeaseInEveryZoneRenewAndRelease(t *testing.T) {
 	ll := upLANLab(t, true)
 	fw := ll.start(t)
-	fw.waitLog(t, "DHCP serving", 5*time.Second)
+	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, z := range ll.cfg.Zones {
@@ -269,7 +264,7 @@ func waitReleased(t *testing.T, ll *lanLab, zone, mac string, a netip.Addr) {
 func TestLabDHCPLeasesSurviveDaemonRestart(t *testing.T) {
 	ll := upLANLab(t, true)
 	fw := ll.start(t)
-	fw.waitLog(t, "DHCP serving", 5*time.Second)
+	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -308,8 +303,8 @@ func TestLabDHCPLeasesSurviveDaemonRestart(t *testing.T) {
 
 	fw.stop(t)
 	fw = ll.start(t)
-	fw.waitLog(t, "leases loaded", 5*time.Second)
-	fw.waitLog(t, "DHCP serving", 5*time.Second)
+	fw.waitEvent(t, 5*time.Second, "dhcp-leases-loaded", nil)
+	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
 
 	for _, h := range all {
 		renewed, err := h.client.Renew(ctx, h.lease)
@@ -378,10 +373,7 @@ func TestLabNTPBoxSyncsAndServesTheZones(t *testing.T) {
 	fw := ll.start(t)
 	// The box's own sync state: logged, and carried by its answers
 	// (leap 0, stratum of its source + 1, source address as reference).
-	fw.waitLog(t, "clock synchronised", 15*time.Second)
-	if !strings.Contains(fw.logs.String(), "server=203.0.113.10 stratum=1") {
-		t.Errorf("sync log does not name the lab's reference:\n%s", fw.logs.String())
-	}
+	fw.waitEvent(t, 15*time.Second, "time-synced", map[string]string{"server": "203.0.113.10", "stratum": "1"})
 	for _, z := range ll.cfg.Zones {
 		t.Run(z.Name, func(t *testing.T) {
 			ns := ll.lab.Namespace(lab.RoleClient(z.Name))

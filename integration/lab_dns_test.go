@@ -1,4 +1,4 @@
-package main
+package integration
 
 import (
 	"bufio"
@@ -16,17 +16,13 @@ import (
 )
 
 // ut1Snapshot is the shared UT1 snapshot beside the repository.
-const ut1Snapshot = "../../../shared/data/ut1"
+const ut1Snapshot = "../../shared/data/ut1"
 
 // withListsDir writes a copy of the demo config whose DNS lists are read
 // from dir, and returns its path.
 func withListsDir(t *testing.T, dir string) string {
 	t.Helper()
-	data, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	edited := strings.Replace(string(data), "dns:\n", "dns:\n  lists:\n    directory: "+dir+"\n", 1)
+	edited := strings.Replace(readDemo(t), "dns:\n", "dns:\n  lists:\n    directory: "+dir+"\n", 1)
 	p := filepath.Join(t.TempDir(), "demo-lists.yaml")
 	if err := os.WriteFile(p, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
@@ -94,7 +90,7 @@ func TestLabDNSProfilesPerZoneAndNoOpenResolver(t *testing.T) {
 		t.Skipf("UT1 snapshot not found at %s (shared/data/ut1 beside the repository): %v", abs, err)
 	}
 	fw := startFirmware(t, withListsDir(t, abs))
-	fw.waitLog(t, "lists loaded", 20*time.Second)
+	fw.waitEvent(t, 20*time.Second, "dns-lists-loaded", nil)
 	gambling := dns.Fqdn(firstDomain(t, "gambling"))
 	ns := func(zone string) string { return fw.lab.Namespace(lab.RoleClient(zone)) }
 	box := map[string]string{"peda": "10.10.0.1:53", "admin": "10.20.0.1:53", "guest": "10.30.0.1:53"}
@@ -150,7 +146,7 @@ func TestLabDNSFailClosedUntilListsLoad(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
 	fw := startFirmware(t, withListsDir(t, dir))
-	fw.waitLog(t, "filtering lists not loaded", 10*time.Second)
+	fw.waitEvent(t, 10*time.Second, "dns-lists-missing", nil)
 	peda, admin := fw.lab.Namespace(lab.RoleClient("peda")), fw.lab.Namespace(lab.RoleClient("admin"))
 	r, err := dnsQuery(t, peda, "10.10.0.1:53", lab.InternetHost, dns.TypeA, "udp")
 	if err != nil {
@@ -170,8 +166,9 @@ func TestLabDNSFailClosedUntilListsLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mark := fw.mark()
 	fw.cmd.Process.Signal(syscall.SIGHUP)
-	fw.waitLog(t, "lists loaded", 10*time.Second)
+	fw.waitEventAfter(t, mark, 10*time.Second, "dns-lists-loaded", nil)
 	r, err = dnsQuery(t, peda, "10.10.0.1:53", lab.InternetHost, dns.TypeA, "udp")
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
 		t.Errorf("minors' zone once lists loaded: %v %v", r, err)

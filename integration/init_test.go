@@ -1,8 +1,7 @@
-package main
+package integration
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,10 +30,7 @@ func TestInitAsPID1(t *testing.T) {
 			t.Skipf("needs %s (util-linux, e2fsprogs)", tool)
 		}
 	}
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
+	bin := bins(t).passerelle
 	// Not under /tmp: the init mounts a fresh tmpfs there, which would
 	// hide the test's files from it.
 	work, err := os.MkdirTemp("/var/tmp", "passerelle-init-")
@@ -51,12 +47,8 @@ func TestInitAsPID1(t *testing.T) {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
 	permDir := filepath.Join(work, "perm")
-	cfgData, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfgPath := filepath.Join(work, "box.yaml")
-	os.WriteFile(cfgPath, cfgData, 0o644)
+	os.WriteFile(cfgPath, []byte(readDemo(t)), 0o644)
 
 	// DIR stands for the work directory.
 	services := strings.ReplaceAll(`
@@ -86,7 +78,7 @@ func TestInitAsPID1(t *testing.T) {
 		"--dhcp-lease-dir", filepath.Join(permDir, "leases"),
 		"--backoff-base", "100ms", "--backoff-max", "400ms", "--crash-loop-exits", "5", "--crash-loop-window", "1m",
 		"--failed-retry", "1h", "--stop-timeout", "500ms", "--shutdown-deadline", deadline.String(), "--reap-grace", "300ms")
-	logs, exited, init := in.logs, in.exited, in.pid
+	init := in.pid
 
 	t.Run("mounts", func(t *testing.T) {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", init))
@@ -137,7 +129,7 @@ func TestInitAsPID1(t *testing.T) {
 			args []string
 			want string
 		}{
-			{[]string{"--uts", "hostname"}, "passerelle-0599999z"},
+			{[]string{"--uts", "hostname"}, "passerelle-0599999y"},
 			{[]string{"--net", "cat", "/proc/sys/net/ipv4/ip_forward"}, "1"},
 			{[]string{"--net", "cat", "/proc/sys/net/ipv4/conf/all/rp_filter"}, "2"},
 			{[]string{"--net", "cat", "/sys/class/net/lo/operstate"}, "unknown"}, // lo is "unknown" when up
@@ -160,33 +152,23 @@ func TestInitAsPID1(t *testing.T) {
 			orphan = strings.TrimSpace(string(data))
 			return orphan != ""
 		})
-		waitUntil(t, "orphan reaped", 10*time.Second, func() bool {
-			for _, r := range records(logs.String(), "reaped orphan") {
-				if fmt.Sprint(r["pid"]) == orphan && r["status"] == "exit code 7" {
-					return true
-				}
-			}
-			return false
-		})
+		in.waitEvent(t, 10*time.Second, "orphan-reaped", map[string]string{"pid": orphan, "status": "exit code 7"})
 		if z := zombiesInPIDNamespaceOf(t, init); len(z) > 0 {
 			t.Errorf("zombies left in the init's namespace: %v", z)
 		}
 	})
 
 	t.Run("crashing service backs off then fails", func(t *testing.T) {
-		waitUntil(t, "crasher failed", 15*time.Second, func() bool {
-			return len(recordsFor(logs.String(), "service is crash-looping; marked failed", "crasher")) > 0
-		})
+		in.waitEvent(t, 15*time.Second, "service-failed", map[string]string{"service": "crasher"})
 		var delays []string
-		for _, r := range recordsFor(logs.String(), "service exited; restarting", "crasher") {
-			delays = append(delays, time.Duration(r["after"].(float64)).String())
+		for _, r := range in.events("service-restart", map[string]string{"service": "crasher"}) {
+			ns, _ := strconv.ParseInt(r.str("after"), 10, 64)
+			delays = append(delays, time.Duration(ns).String())
 		}
 		if want := "100ms 200ms 400ms 400ms"; strings.Join(delays, " ") != want {
 			t.Errorf("restart delays %v, want %s", delays, want)
 		}
-		if !strings.Contains(logs.String(), `"msg":"health warning raised","code":"service-failed:crasher"`) {
-			t.Error("no health warning for the failed service")
-		}
+		in.waitEvent(t, 5*time.Second, "health-raised", map[string]string{"code": "service-failed:crasher"})
 	})
 
 	t.Run("shutdown in reverse order within the deadline", func(t *testing.T) {
@@ -194,10 +176,8 @@ func TestInitAsPID1(t *testing.T) {
 		if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		var err error
-		select {
-		case err = <-exited:
-		case <-time.After(deadline + 5*time.Second):
+		err, ok := in.wait(deadline + 5*time.Second)
+		if !ok {
 			t.Fatalf("init still running %s after SIGTERM", deadline+5*time.Second)
 		}
 		took := time.Since(start)
@@ -208,10 +188,10 @@ func TestInitAsPID1(t *testing.T) {
 		}
 		var order []string
 		killed := map[string]bool{}
-		for _, r := range records(logs.String(), "service stopped") {
-			name, _ := r["service"].(string)
+		for _, r := range in.events("service-stopped", nil) {
+			name := r.str("service")
 			order = append(order, name)
-			killed[name] = r["killed"] == true
+			killed[name] = r.str("killed") == "true"
 		}
 		var ours []string
 		for _, n := range order {
@@ -229,8 +209,8 @@ func TestInitAsPID1(t *testing.T) {
 		if i := slices.Index(order, "first"); i < 0 || slices.Index(order, "interfaces") > i {
 			t.Errorf("stop order %v: box services should stop before the test services started earlier", order)
 		}
-		if !strings.Contains(logs.String(), `"msg":"goodbye","action":"reboot"`) {
-			t.Error("no goodbye before the reboot")
+		if len(in.events("shutdown", map[string]string{"action": "reboot"})) == 0 {
+			t.Error("no shutdown event (action reboot) before the reboot")
 		}
 		// /perm was unmounted, so its loop device was detached
 		// (autoclear).
@@ -248,38 +228,22 @@ func TestInitAsPID1(t *testing.T) {
 
 // initRun is the firmware running as PID 1 under unshare(1).
 type initRun struct {
-	cmd    *exec.Cmd
-	logs   *lockedBuffer
-	exited chan error
-	pid    int // the init's PID as the host sees it
+	*proc
+	pid int // the init's PID as the host sees it
 }
 
-// startInit starts the firmware as PID 1 of new namespaces and waits until
-// it applied its configuration.
+// startInit starts the firmware as PID 1 of new namespaces (unshare(1):
+// PID, mount, UTS, IPC and network; the namespaces end with the init,
+// which --kill-child takes down with unshare when the test ends) and
+// waits until it runs.
 func startInit(t *testing.T, bin, cfgPath string, args ...string) *initRun {
 	t.Helper()
 	args = append([]string{"--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child", "--propagation", "private", "--",
 		bin, "run", "--config", cfgPath, "--log-format", "json", "--log-level", "debug", "--set-clock", "never"}, args...)
-	in := &initRun{cmd: exec.Command("unshare", args...), logs: &lockedBuffer{}, exited: make(chan error, 1)}
-	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
-	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { in.exited <- in.cmd.Wait(); close(in.exited) }()
-	t.Cleanup(func() {
-		in.cmd.Process.Kill() // --kill-child takes the init with it
-		select {
-		case <-in.exited:
-		case <-time.After(10 * time.Second):
-		}
-		if t.Failed() {
-			t.Logf("firmware log:\n%s", in.logs.String())
-		}
-	})
-	fw := &firmware{logs: in.logs, exited: in.exited}
-	// Not "configuration applied": the init runs on whether or not the
-	// other components accept a box without interfaces.
-	fw.waitLog(t, `"msg":"running"`, 20*time.Second)
+	in := &initRun{proc: startProc(t, exec.Command("unshare", args...), &eventLog{}, (*exec.Cmd).Start)}
+	// Not config-applied: the init runs on whether or not the other
+	// components accept a box without interfaces.
+	in.waitEvent(t, 20*time.Second, "daemon-running", nil)
 	in.pid = childOf(t, in.cmd.Process.Pid)
 	return in
 }
@@ -292,17 +256,12 @@ func TestInitPowersOffOnSIGUSR2WithoutPerm(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("needs unshare (util-linux)")
 	}
-	bin, err := buildFirmware()
-	if err != nil {
-		t.Fatalf("build firmware: %v", err)
-	}
+	bin := bins(t).passerelle
 	work, cfgPath := initWorkDir(t)
 	// No image and no partition named perm on this machine.
 	in := startInit(t, bin, cfgPath, "--perm-device", filepath.Join(work, "no-such-disk"), "--perm-dir", filepath.Join(work, "perm"),
 		"--dhcp-lease-dir", filepath.Join(work, "perm", "leases"))
-	if !strings.Contains(in.logs.String(), `"msg":"health warning raised","code":"perm-unavailable","severity":"critical"`) {
-		t.Error("no critical warning for the missing /perm")
-	}
+	in.waitEvent(t, 5*time.Second, "health-raised", map[string]string{"code": "perm-unavailable", "severity": "critical"})
 	f, _ := os.Open(fmt.Sprintf("/proc/%d/mountinfo", in.pid))
 	mounts, _ := boot.ParseMountinfo(f)
 	f.Close()
@@ -310,16 +269,15 @@ func TestInitPowersOffOnSIGUSR2WithoutPerm(t *testing.T) {
 		t.Errorf("perm: %+v, want a tmpfs in its place", top)
 	}
 	syscall.Kill(in.pid, syscall.SIGUSR2)
-	select {
-	case err := <-in.exited:
-		if err == nil || !strings.Contains(err.Error(), "interrupt") {
-			t.Errorf("init ended with %v, want the SIGINT of a power off", err)
-		}
-	case <-time.After(40 * time.Second):
+	err, ok := in.wait(40 * time.Second)
+	if !ok {
 		t.Fatal("init still running after SIGUSR2")
 	}
-	if !strings.Contains(in.logs.String(), `"msg":"goodbye","action":"power off"`) {
-		t.Error("no goodbye before the power off")
+	if err == nil || !strings.Contains(err.Error(), "interrupt") {
+		t.Errorf("init ended with %v, want the SIGINT of a power off", err)
+	}
+	if len(in.events("shutdown", map[string]string{"action": "power off"})) == 0 {
+		t.Error("no shutdown event (action power off) before the power off")
 	}
 }
 
@@ -333,12 +291,8 @@ func initWorkDir(t *testing.T) (dir, cfgPath string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	cfgData, err := os.ReadFile("../../configs/demo.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfgPath = filepath.Join(dir, "box.yaml")
-	if err := os.WriteFile(cfgPath, cfgData, 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(readDemo(t)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir, cfgPath
@@ -405,39 +359,6 @@ func zombiesInPIDNamespaceOf(t *testing.T, pid int) []int {
 		}
 		if _, st, ok := procStatus(p); ok && st == "Z" {
 			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// records returns the JSON log records with this message.
-func records(logs, msg string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(logs, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func recordsFor(logs, msg, service string) []map[string]any {
-	var out []map[string]any
-	for _, r := range records(logs, msg) {
-		if r["service"] == service {
-			out = append(out, r)
 		}
 	}
 	return out
