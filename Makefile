@@ -11,7 +11,7 @@ LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
 # but not the 90 minutes CI allows.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test test-short bench schema fmt vet lab-down clean
+.PHONY: all build cross demo test test-short bench schema fmt vet lab-down clean
 
 all: build
 
@@ -31,7 +31,12 @@ demo: build
 	else cp configs/demo.yaml $(DEMO_CONFIG); echo "note: no UT1 lists at $(DEMO_LISTS): pupils' zones will answer blocked"; fi
 	$(BIN)/passerellectl lab up --config $(DEMO_CONFIG) --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/$(DEMO_CONFIG) --dhcp-lease-dir $(CURDIR)/$(BIN)/demo-leases'
 
-test: vet
+# passerellectl runs on NOC operators' laptops too: keep it building there.
+cross:
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/passerellectl
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/passerellectl
+
+test: vet cross
 	$(GO) test $(TESTFLAGS) ./...
 	@# Fuzz targets run briefly so a regression in input handling fails CI.
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./pkg/config

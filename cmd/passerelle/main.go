@@ -114,7 +114,12 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return 1
 	}
-	text, err := newBox(slog.New(slog.NewTextHandler(io.Discard, nil))).Plans(cfg)
+	c, err := compose(slog.New(slog.DiscardHandler), composeOptions{})
+	if err != nil {
+		fmt.Fprintf(stderr, "passerelle plan: %v\n", err)
+		return 1
+	}
+	text, err := c.box.Plans(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "passerelle plan: %v\n", err)
 		return 1

@@ -22,15 +22,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-
-	"passerelle/pkg/health"
 )
-
-// Warnings is where boot problems are reported (pkg/health's Registry).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
 
 // Health warning codes raised by the boot.
 const (

@@ -69,15 +69,6 @@ func TestMountsHaveRestrictiveFlags(t *testing.T) {
 	}
 }
 
-type warnings struct{ raised map[string]health.Severity }
-
-func (w *warnings) Raise(_, code string, sev health.Severity, _ string) {
-	if w.raised == nil {
-		w.raised = map[string]health.Severity{}
-	}
-	w.raised[code] = sev
-}
-func (w *warnings) Clear(code string) { delete(w.raised, code) }
 
 // fakePerm plays a disk whose operations fail as told, and records calls.
 type fakePerm struct {
@@ -141,7 +132,7 @@ func TestPermRecoverySequence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := &warnings{}
+			w := health.New(nil)
 			got, err := recoverPerm(context.Background(), slog.New(slog.DiscardHandler), w, &tt.disk, "/perm")
 			if got != tt.want || (err != nil) != tt.err {
 				t.Errorf("outcome %v, err %v; want %v, err %v", got, err, tt.want, tt.err)
@@ -149,11 +140,11 @@ func TestPermRecoverySequence(t *testing.T) {
 			if c := strings.Join(tt.disk.calls, " "); c != tt.calls {
 				t.Errorf("calls %q, want %q", c, tt.calls)
 			}
-			if tt.warning == "" && len(w.raised) != 0 {
-				t.Errorf("warnings %v, want none", w.raised)
+			if tt.warning == "" && len(w.List()) != 0 {
+				t.Errorf("warnings %v, want none", w.List())
 			}
-			if sev, ok := w.raised[tt.warning]; tt.warning != "" && (!ok || sev != tt.sev) {
-				t.Errorf("warnings %v, want %s (%v)", w.raised, tt.warning, tt.sev)
+			if got, ok := w.Get(tt.warning); tt.warning != "" && (!ok || got.Severity != tt.sev) {
+				t.Errorf("warnings %v, want %s (%v)", w.List(), tt.warning, tt.sev)
 			}
 			if tt.disk.resolveErr == nil && !tt.disk.released {
 				t.Error("device not released")

@@ -17,8 +17,8 @@ import (
 	"passerelle/pkg/health"
 )
 
-// System is what the boot sets up once the configuration is known.
-type System struct {
+// SystemSetup is what the boot sets up once the configuration is known.
+type SystemSetup struct {
 	Hostname string
 	// Modules are the board's kernel modules (board.yaml), loaded with
 	// their dependencies.
@@ -30,7 +30,7 @@ type System struct {
 // Configure sets the host name, brings lo up, loads the kernel modules and
 // sets the router's sysctls, in that order (conntrack sysctls exist only
 // once nf_conntrack is loaded). Only PID 1 calls it.
-func Configure(ctx context.Context, log *slog.Logger, w Warnings, sys System, opts Options) Report {
+func Configure(ctx context.Context, log *slog.Logger, w *health.Registry, sys SystemSetup, opts Options) Report {
 	opts.defaults()
 	var rep Report
 	rep = append(rep, runStep(ctx, log, "hostname", opts.StepTimeout, func(context.Context) (string, error) {
@@ -41,7 +41,7 @@ func Configure(ctx context.Context, log *slog.Logger, w Warnings, sys System, op
 	}))
 	rep = append(rep, runStep(ctx, log, "modules", opts.StepTimeout, func(context.Context) (string, error) {
 		note, err := loadModules(log, sys)
-		if err != nil && w != nil {
+		if err != nil {
 			w.Raise("boot", WarnModules, health.Warn, "Some kernel modules of the board could not be loaded: "+err.Error())
 		}
 		return note, err
@@ -71,7 +71,7 @@ func loopbackUp() error {
 	return nil
 }
 
-func loadModules(log *slog.Logger, sys System) (string, error) {
+func loadModules(log *slog.Logger, sys SystemSetup) (string, error) {
 	if len(sys.Modules) == 0 {
 		return "none listed", nil
 	}

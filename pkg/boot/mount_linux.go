@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"passerelle/pkg/health"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -55,7 +57,7 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // Early runs the boot steps that need no configuration: the kernel
 // filesystems, then /perm. Only PID 1 may call it.
-func Early(ctx context.Context, log *slog.Logger, w Warnings, opts Options) Report {
+func Early(ctx context.Context, log *slog.Logger, w *health.Registry, opts Options) Report {
 	opts.defaults()
 	if os.Getenv("PATH") == "" {
 		os.Setenv("PATH", defaultPath)

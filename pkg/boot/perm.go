@@ -53,7 +53,7 @@ type permOps interface {
 // recoverPerm mounts /perm: as it is; else after a repair; else after a
 // reformat; else a tmpfs. Whatever happens the box boots, and anything but
 // a plain mount raises a warning the status page and the NOC see.
-func recoverPerm(ctx context.Context, log *slog.Logger, w Warnings, ops permOps, dir string) (PermOutcome, error) {
+func recoverPerm(ctx context.Context, log *slog.Logger, w *health.Registry, ops permOps, dir string) (PermOutcome, error) {
 	dev, release, err := ops.resolve(ctx)
 	if err != nil {
 		return volatile(log, w, ops, dir, fmt.Errorf("find the partition: %w", err))
@@ -85,7 +85,7 @@ func recoverPerm(ctx context.Context, log *slog.Logger, w Warnings, ops permOps,
 	return volatile(log, w, ops, dir, errors.Join(fmt.Errorf("fsck: %w", ferr), fmt.Errorf("mkfs: %w", kerr), fmt.Errorf("mount: %w", merr)))
 }
 
-func volatile(log *slog.Logger, w Warnings, ops permOps, dir string, cause error) (PermOutcome, error) {
+func volatile(log *slog.Logger, w *health.Registry, ops permOps, dir string, cause error) (PermOutcome, error) {
 	raise(w, WarnPermVolatile, health.Critical,
 		"The persistent partition cannot be used: nothing the box stores survives a restart. The storage may be failing and should be replaced.")
 	if err := ops.mountVolatile(dir); err != nil {
@@ -95,8 +95,6 @@ func volatile(log *slog.Logger, w Warnings, ops permOps, dir string, cause error
 	return PermVolatile, cause
 }
 
-func raise(w Warnings, code string, sev health.Severity, msg string) {
-	if w != nil {
-		w.Raise("boot", code, sev, msg)
-	}
+func raise(w *health.Registry, code string, sev health.Severity, msg string) {
+	w.Raise("boot", code, sev, msg)
 }

@@ -12,12 +12,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"passerelle/pkg/health"
+
 	"golang.org/x/sys/unix"
 )
 
 // MountPerm mounts the persistent partition on opts.PermDir, repairing or
 // reformatting it if it does not mount (see recoverPerm).
-func MountPerm(ctx context.Context, log *slog.Logger, w Warnings, opts Options) (PermOutcome, error) {
+func MountPerm(ctx context.Context, log *slog.Logger, w *health.Registry, opts Options) (PermOutcome, error) {
 	opts.defaults()
 	return recoverPerm(ctx, log, w, &permSystem{log: log, opts: opts}, opts.PermDir)
 }

@@ -17,21 +17,10 @@ import (
 	"passerelle/pkg/health"
 )
 
-// Warnings is where the server raises what a technician should see (a
-// pool nearly full, a lease file that could not be read or written).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // Options configure a Server. The zero value is usable.
 type Options struct {
 	// LeaseDir holds one lease file per zone; default DefaultLeaseDir.
 	LeaseDir string
-	// Now is the clock; default time.Now.
-	Now func() time.Time
-	// Health receives warnings; nil drops them.
-	Health Warnings
 	// Limits bound the packets handled; zero means DefaultLimits.
 	Limits Limits
 }
@@ -46,9 +35,11 @@ const healthEvery = 5 * time.Second
 // Server is the DHCP component of the box: one Handler per zone, served on
 // the zone's interface once Run has started.
 type Server struct {
-	log  *slog.Logger
-	opts Options
-	m    *metrics
+	log    *slog.Logger
+	now    func() time.Time
+	health *health.Registry
+	opts   Options
+	m      *metrics
 
 	mu       sync.Mutex
 	plan     *Plan
@@ -58,29 +49,28 @@ type Server struct {
 
 var _ box.Service = (*Server)(nil)
 
-// New returns the DHCP component. Its metrics are registered on reg.
-func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Server {
+// New returns the DHCP component.
+func New(d box.Deps, opts Options) *Server {
+	d = d.For("dhcp")
+	log, reg := d.Log, d.Metrics
 	if opts.LeaseDir == "" {
 		opts.LeaseDir = DefaultLeaseDir
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
 	}
 	if opts.Limits == (Limits{}) {
 		opts.Limits = DefaultLimits
 	}
 	s := &Server{
 		log:      log,
+		now:      d.Now,
+		health:   d.Health,
 		opts:     opts,
 		m:        newMetrics(),
 		handlers: map[string]*Handler{},
 		changed:  make(chan struct{}, 1),
 	}
-	if reg != nil {
-		for _, c := range append(s.m.collectors(), s) {
-			if err := reg.Register(c); err != nil {
-				log.Error("DHCP metrics not registered", "err", err)
-			}
+	for _, c := range append(s.m.collectors(), s) {
+		if err := reg.Register(c); err != nil {
+			log.Error("DHCP metrics not registered", "err", err)
 		}
 	}
 	return s
@@ -113,7 +103,7 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 			continue
 		}
 		log := s.log.With("zone", z.Name)
-		h, problem := newHandler(log, z, fileStore{path: plan.LeaseFile(z.Name)}, s.m, s.opts.Limits, s.opts.Now)
+		h, problem := newHandler(log, z, fileStore{path: plan.LeaseFile(z.Name)}, s.m, s.opts.Limits, s.now)
 		code := "dhcp-leases-unreadable:" + z.Name
 		if problem != nil {
 			log.Error("DHCP leases not restored", "file", plan.LeaseFile(z.Name), "err", problem)
@@ -138,15 +128,11 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 }
 
 func (s *Server) raise(code string, sev health.Severity, msg string) {
-	if s.opts.Health != nil {
-		s.opts.Health.Raise(s.Name(), code, sev, msg)
-	}
+	s.health.Raise(s.Name(), code, sev, msg)
 }
 
 func (s *Server) clear(code string) {
-	if s.opts.Health != nil {
-		s.opts.Health.Clear(code)
-	}
+	s.health.Clear(code)
 }
 
 func (s *Server) clearZone(zone string) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
 )
@@ -21,7 +22,7 @@ func TestApplyLoadsLeasesAndWarnsAboutAnUnreadableFile(t *testing.T) {
 	}
 	warn := health.New(nil)
 	reg := prometheus.NewRegistry()
-	s := New(discardLog(), reg, Options{LeaseDir: dir, Health: warn})
+	s := New(box.Deps{Log: discardLog(), Metrics: reg, Health: warn}, Options{LeaseDir: dir})
 	cfg, err := config.Load("../../configs/demo.yaml")
 	if err != nil {
 		t.Fatal(err)

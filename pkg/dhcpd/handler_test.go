@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
 )
 
@@ -124,7 +125,7 @@ func TestTwoThousandRandomClientsExhaustThenReclaim(t *testing.T) {
 	hs := newHarness(t, z, nil, unlimited())
 	reg := prometheus.NewRegistry()
 	warn := health.New(hs.clock.now)
-	srv := New(discardLog(), reg, Options{Now: hs.clock.now, Health: warn})
+	srv := New(box.Deps{Log: discardLog(), Metrics: reg, Now: hs.clock.now, Health: warn}, Options{})
 	srv.m = hs.m
 	srv.handlers[z.Name] = hs.h
 

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"passerelle/pkg/box"
 	"passerelle/pkg/config"
@@ -36,21 +35,10 @@ type AddressBlocker interface {
 	SetBlocked(ctx context.Context, addrs []netip.Addr) error
 }
 
-// Warnings is where the filter raises what a technician must know (lists
-// missing, update refused, a zone without DNS).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // Options are the filter's dependencies. Zero values are usable: no
 // metrics, no firewall, no warnings, the real clock, port 53.
 type Options struct {
-	Log        *slog.Logger
-	Registerer prometheus.Registerer
-	Now        func() time.Time
-	Blocker    AddressBlocker
-	Warnings   Warnings
+	Blocker AddressBlocker
 	// Port is the port served on zone addresses; 0 means 53 (tests and
 	// benchmarks use others).
 	Port int
@@ -69,6 +57,7 @@ const maxInflight = 8192
 type Filter struct {
 	log     *slog.Logger
 	now     func() time.Time
+	health  *health.Registry
 	opt     Options
 	res     *resolver.Resolver
 	limiter *rateLimiter
@@ -106,13 +95,8 @@ type listener struct {
 }
 
 // New returns the DNS filter. Until its first Apply it serves nothing.
-func New(o Options) *Filter {
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+func New(d box.Deps, o Options) *Filter {
+	d = d.For("dns")
 	if o.Port == 0 {
 		o.Port = 53
 	}
@@ -120,21 +104,21 @@ func New(o Options) *Filter {
 		o.UDPSockets = runtime.NumCPU()
 	}
 	f := &Filter{
-		log: o.Log, now: o.Now, opt: o,
-		limiter:     newRateLimiter(o.Now),
+		log: d.Log, now: d.Now, health: d.Health, opt: o,
+		limiter:     newRateLimiter(d.Now),
 		listeners:   map[string]*listener{},
 		listsKick:   make(chan struct{}, 1),
 		listsLoaded: make(chan struct{}),
 		inflight:    make(chan struct{}, maxInflight),
 	}
-	f.m = newMetrics(o.Registerer, func() float64 {
+	f.m = newMetrics(d.Metrics, func() float64 {
 		if s := f.listsSince.Load(); s != 0 {
 			return f.now().Sub(time.Unix(0, s)).Seconds()
 		}
 		return 0
 	})
-	f.res = resolver.New(o.Log.With("part", "resolver"), o.Registerer, o.Now)
-	f.qlog = newQueryLog(o.Log.With("part", "querylog"), f.m.logDropped)
+	f.res = resolver.New(d.Log.With("part", "resolver"), d.Metrics, d.Now)
+	f.qlog = newQueryLog(d.Log.With("part", "querylog"), f.m.logDropped)
 	empty, _ := newPolicy(&Plan{}, nil)
 	f.policy.Store(empty)
 	return f
@@ -334,13 +318,9 @@ func (f *Filter) closeLocked(l *listener) {
 }
 
 func (f *Filter) warn(code string, sev health.Severity, msg string) {
-	if f.opt.Warnings != nil {
-		f.opt.Warnings.Raise("dns", code, sev, msg)
-	}
+	f.health.Raise("dns", code, sev, msg)
 }
 
 func (f *Filter) clear(code string) {
-	if f.opt.Warnings != nil {
-		f.opt.Warnings.Clear(code)
-	}
+	f.health.Clear(code)
 }

@@ -15,7 +15,9 @@ import (
 
 	"github.com/miekg/dns"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/config"
+	"passerelle/pkg/health"
 )
 
 // fakeClock is a settable clock shared by the filter and the test.
@@ -209,7 +211,7 @@ func testLists(t testing.TB, dir string, extra map[string]string) string {
 }
 
 const testConfig = `version: 1
-identity: {uai: 0599999Z, name: Test, academy: lille}
+identity: {uai: 0599999Y, name: Test, academy: lille}
 uplinks:
   - {name: renater, interface: wan0, address: 192.0.2.2/30, gateway: 192.0.2.1}
 zones:
@@ -238,13 +240,14 @@ dns:
 // testServer is a filter serving the three zones of testConfig on
 // loopback addresses.
 type testServer struct {
-	f     *Filter
-	up    *fakeUpstream
-	clock *fakeClock
-	addrs map[string]string // zone -> host:port
-	cfg   *config.Config
-	plan  *Plan
-	stop  func()
+	f      *Filter
+	up     *fakeUpstream
+	clock  *fakeClock
+	health *health.Registry
+	addrs  map[string]string // zone -> host:port
+	cfg    *config.Config
+	plan   *Plan
+	stop   func()
 }
 
 var zoneLoopback = map[string]string{"peda": "127.0.10.1", "admin": "127.0.20.1", "guest": "127.0.30.1"}
@@ -279,11 +282,12 @@ func startServerOpts(t testing.TB, listsDir string, edit func(string) string, op
 	for z, a := range zoneLoopback {
 		ts.addrs[z] = net.JoinHostPort(a, fmt.Sprint(port))
 	}
-	o := Options{Now: ts.clock.Now, Port: port, UDPSockets: 2}
+	o := Options{Port: port, UDPSockets: 2}
 	if opts != nil {
 		opts(&o)
 	}
-	ts.f = New(o)
+	ts.health = health.New(nil)
+	ts.f = New(box.Deps{Now: ts.clock.Now, Health: ts.health}, o)
 	ts.f.res.AttemptTimeout = 200 * time.Millisecond
 	ts.f.res.StaleAfter = 300 * time.Millisecond
 	if err := ts.f.Apply(context.Background(), plan); err != nil {
@@ -337,4 +341,10 @@ func ede(m *dns.Msg) (uint16, string, bool) {
 		}
 	}
 	return 0, "", false
+}
+
+// warning returns the message of a raised health warning, or "".
+func (ts *testServer) warning(code string) string {
+	w, _ := ts.health.Get(code)
+	return w.Message
 }

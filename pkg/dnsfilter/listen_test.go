@@ -14,8 +14,7 @@ import (
 // interface has yet can be bound (the interfaces component may configure
 // it a moment later), and an Apply that moves a zone moves its listener.
 func TestBindsBeforeAddressExistsAndRebindsOnApply(t *testing.T) {
-	warnings := &recordedWarnings{}
-	ts := startServerOpts(t, testLists(t, t.TempDir(), nil), nil, func(o *Options) { o.Warnings = warnings })
+	ts := startServerOpts(t, testLists(t, t.TempDir(), nil), nil, nil)
 	ts.waitLists(t)
 	plan := *ts.plan
 	plan.Listeners = append([]Listener(nil), ts.plan.Listeners...)
@@ -24,7 +23,7 @@ func TestBindsBeforeAddressExistsAndRebindsOnApply(t *testing.T) {
 	if err := ts.f.Apply(context.Background(), &plan); err != nil {
 		t.Fatal(err)
 	}
-	if w := warnings.get("dns-listen:peda"); w != "" {
+	if w := ts.warning("dns-listen:peda"); w != "" {
 		t.Errorf("binding an address not configured yet failed: %s", w)
 	}
 	ts.f.mu.Lock()

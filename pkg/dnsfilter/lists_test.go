@@ -18,31 +18,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"passerelle/pkg/health"
 )
-
-type recordedWarnings struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (r *recordedWarnings) Raise(_, code string, _ health.Severity, msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[string]string{}
-	}
-	r.m[code] = msg
-}
-
-func (r *recordedWarnings) Clear(code string) { r.mu.Lock(); delete(r.m, code); r.mu.Unlock() }
-
-func (r *recordedWarnings) get(code string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.m[code]
-}
 
 type recordedBlocker struct {
 	mu    sync.Mutex
@@ -102,10 +78,9 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	}))
 	defer mirror.Close()
 	dir := t.TempDir()
-	warnings := &recordedWarnings{}
 	ts := startServerOpts(t, dir, func(y string) string {
 		return strings.Replace(y, "lists: {directory: "+dir+"}", "lists: {directory: "+dir+", source: "+mirror.URL+"/ut1/blacklists.tar.gz}", 1)
-	}, func(o *Options) { o.Warnings = warnings })
+	}, nil)
 	// No lists stored: the filter fetches them at once.
 	ts.waitLists(t)
 	if r := ts.query(t, "peda", "bet7.example.", dns.TypeA, false, true); r.Rcode != dns.RcodeNameError {
@@ -120,7 +95,7 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	if ts.f.update(context.Background(), ts.f.currentPlan()) {
 		t.Fatal("shrunk update installed")
 	}
-	if w := warnings.get("dns-lists-update"); !strings.Contains(w, "gambling 101 -> 11") {
+	if w := ts.warning("dns-lists-update"); !strings.Contains(w, "gambling 101 -> 11") {
 		t.Errorf("shrink not reported: %q", w)
 	}
 	// A corrupted download: refused.
@@ -130,7 +105,7 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	if ts.f.update(context.Background(), ts.f.currentPlan()) {
 		t.Fatal("update with a bad checksum installed")
 	}
-	if w := warnings.get("dns-lists-update"); !strings.Contains(w, "checksum mismatch") {
+	if w := ts.warning("dns-lists-update"); !strings.Contains(w, "checksum mismatch") {
 		t.Errorf("checksum failure not reported: %q", w)
 	}
 	if ts.f.Lists().Version != v1 {
@@ -143,7 +118,7 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	if !ts.f.update(context.Background(), ts.f.currentPlan()) {
 		t.Fatal("good update not installed")
 	}
-	if warnings.get("dns-lists-update") != "" {
+	if ts.warning("dns-lists-update") != "" {
 		t.Error("warning not cleared after a good update")
 	}
 	if r := ts.query(t, "peda", "bet119.example.", dns.TypeA, false, true); r.Rcode != dns.RcodeNameError {

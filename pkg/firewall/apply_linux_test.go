@@ -3,12 +3,12 @@ package firewall
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
+
+	"passerelle/pkg/box"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -355,7 +355,7 @@ func TestSetBlockedValidatesAddresses(t *testing.T) {
 func TestMetricsReadTheKernelCounters(t *testing.T) {
 	ns := newTestNS(t)
 	reg := prometheus.NewRegistry()
-	f := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg, nil)
+	f := New(box.Deps{Metrics: reg})
 	f.k.nsFd, f.k.nsSet = ns.fd, true
 	p := compileFile(t, "../../configs/demo.yaml")
 	if err := f.Apply(context.Background(), p); err != nil {

@@ -41,16 +41,11 @@ type Firewall struct {
 var _ box.Component = (*Firewall)(nil)
 
 // New returns the firewall component acting on the current network
-// namespace. reg receives its metrics (nil: none); now is the clock
-// (nil: time.Now).
-func New(log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Firewall {
-	if now == nil {
-		now = time.Now
-	}
-	f := &Firewall{log: log, now: now, metrics: newMetrics()}
-	if reg != nil {
-		reg.MustRegister(f.metrics.applies, f.metrics.applySeconds, f.metrics.blocked, &counterCollector{f: f})
-	}
+// namespace.
+func New(d box.Deps) *Firewall {
+	d = d.For("firewall")
+	f := &Firewall{log: d.Log, now: d.Now, metrics: newMetrics()}
+	d.Metrics.MustRegister(f.metrics.applies, f.metrics.applySeconds, f.metrics.blocked, &counterCollector{f: f})
 	return f
 }
 

@@ -2,13 +2,13 @@ package firewall
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
+
+	"passerelle/pkg/box"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -51,7 +51,7 @@ func newTestNS(t *testing.T) *testNS {
 
 // firewall returns a Firewall acting in the namespace.
 func (n *testNS) firewall() *Firewall {
-	f := New(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	f := New(box.Deps{})
 	f.k.nsFd, f.k.nsSet = n.fd, true
 	return f
 }

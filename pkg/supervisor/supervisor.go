@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
 )
 
@@ -83,13 +84,6 @@ type Status struct {
 	Reason    string    // why it is in Backoff, Failed or Finished
 }
 
-// Warnings is where crash-looping services are reported (pkg/health's
-// Registry).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // Tracker is told which pids the supervisor waits for itself, so that the
 // PID 1 reaper leaves them alone.
 type Tracker interface {
@@ -99,9 +93,8 @@ type Tracker interface {
 
 // Options are the supervisor's optional collaborators.
 type Options struct {
-	Policy   Policy   // zero: DefaultPolicy
-	Warnings Warnings // nil: failures are only logged
-	Tracker  Tracker  // nil: not PID 1
+	Policy  Policy  // zero: DefaultPolicy
+	Tracker Tracker // nil: not PID 1
 	// OutputSize bounds each service's stdout and stderr rings (bytes);
 	// 0 means 64 KiB.
 	OutputSize int
@@ -110,10 +103,11 @@ type Options struct {
 // Supervisor runs services. Build it with New, Add services, Start them,
 // and Stop them all at the end.
 type Supervisor struct {
-	log  *slog.Logger
-	now  func() time.Time
-	opts Options
-	base context.Context // parent of internal services' contexts
+	log    *slog.Logger
+	now    func() time.Time
+	health *health.Registry
+	opts   Options
+	base   context.Context // parent of internal services' contexts
 
 	restarts *prometheus.CounterVec
 	up       *prometheus.GaugeVec
@@ -127,10 +121,9 @@ type Supervisor struct {
 
 // New returns a supervisor. reg receives its metrics (nil: none); now is
 // the clock (nil: time.Now).
-func New(log *slog.Logger, reg prometheus.Registerer, now func() time.Time, opts Options) (*Supervisor, error) {
-	if now == nil {
-		now = time.Now
-	}
+func New(d box.Deps, opts Options) (*Supervisor, error) {
+	d = d.For("supervisor")
+	log, reg, now := d.Log, d.Metrics, d.Now
 	if opts.Policy == (Policy{}) {
 		opts.Policy = DefaultPolicy()
 	}
@@ -141,10 +134,11 @@ func New(log *slog.Logger, reg prometheus.Registerer, now func() time.Time, opts
 		opts.OutputSize = 64 << 10
 	}
 	s := &Supervisor{
-		log:  log,
-		now:  now,
-		opts: opts,
-		base: context.Background(),
+		log:    log,
+		now:    now,
+		health: d.Health,
+		opts:   opts,
+		base:   context.Background(),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "passerelle_service_restarts_total",
 			Help: "Times a supervised service was started again after it exited.",
@@ -158,11 +152,9 @@ func New(log *slog.Logger, reg prometheus.Registerer, now func() time.Time, opts
 			Help: "1 while a supervised service is marked failed (crash loop).",
 		}, []string{"service"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{s.restarts, s.up, s.failed} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("supervisor metrics: %w", err)
-			}
+	for _, c := range []prometheus.Collector{s.restarts, s.up, s.failed} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("supervisor metrics: %w", err)
 		}
 	}
 	return s, nil
@@ -477,14 +469,12 @@ func (s *Supervisor) runService(svc *service) {
 		case Fail:
 			log.Error("service is crash-looping; marked failed", "event", "service-failed", "exit", ex.desc, "reason", dec.Reason, "retry_in", dec.After)
 			s.setState(svc, Failed, dec.Reason, s.now().Add(dec.After))
-			if s.opts.Warnings != nil {
-				sev := health.Warn
-				if svc.spec.Critical {
-					sev = health.Critical
-				}
-				s.opts.Warnings.Raise("supervisor", warningCode(name), sev,
-					fmt.Sprintf("Service %s keeps stopping (%s; last: %s). It is tried again every %s.", name, dec.Reason, ex.desc, dec.After))
+			sev := health.Warn
+			if svc.spec.Critical {
+				sev = health.Critical
 			}
+			s.health.Raise("supervisor", warningCode(name), sev,
+				fmt.Sprintf("Service %s keeps stopping (%s; last: %s). It is tried again every %s.", name, dec.Reason, ex.desc, dec.After))
 			// Let the start order go on without it.
 			svc.readyOnce.Do(func() { close(svc.ready) })
 			wait = dec.After
@@ -531,9 +521,7 @@ func (s *Supervisor) watch(svc *service, inst instance, started time.Time, log *
 			svc.readyOnce.Do(func() { close(svc.ready) })
 		case <-stable.C:
 			svc.hist.markStable()
-			if s.opts.Warnings != nil {
-				s.opts.Warnings.Clear(warningCode(svc.spec.Name))
-			}
+			s.health.Clear(warningCode(svc.spec.Name))
 		case ex := <-inst.exited():
 			return ex, false
 		case sctx := <-svc.stopc:

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
 )
 
@@ -66,12 +67,12 @@ func (l *logBuffer) records(msg string) []map[string]any {
 	return out
 }
 
-func newTestSupervisor(t *testing.T, p Policy, w Warnings) (*Supervisor, *logBuffer, *prometheus.Registry) {
+func newTestSupervisor(t *testing.T, p Policy, w *health.Registry) (*Supervisor, *logBuffer, *prometheus.Registry) {
 	t.Helper()
 	logs := &logBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	s, err := New(log, reg, nil, Options{Policy: p, Warnings: w, OutputSize: 1024})
+	s, err := New(box.Deps{Log: log, Metrics: reg, Health: w}, Options{Policy: p, OutputSize: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,35 +109,14 @@ func statusOf(s *Supervisor, name string) Status {
 	return Status{}
 }
 
-type fakeWarnings struct {
-	mu     sync.Mutex
-	raised map[string]health.Severity
-}
-
-func (f *fakeWarnings) Raise(_, code string, sev health.Severity, _ string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.raised == nil {
-		f.raised = map[string]health.Severity{}
-	}
-	f.raised[code] = sev
-}
-
-func (f *fakeWarnings) Clear(code string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.raised, code)
-}
-
-func (f *fakeWarnings) get(code string) (health.Severity, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.raised[code]
-	return s, ok
+// severity returns the severity of a raised warning.
+func severity(h *health.Registry, code string) (health.Severity, bool) {
+	w, ok := h.Get(code)
+	return w.Severity, ok
 }
 
 func TestCrashingChildRestartsWithGrowingDelaysThenFails(t *testing.T) {
-	w := &fakeWarnings{}
+	w := health.New(nil)
 	s, logs, reg := newTestSupervisor(t, fastPolicy(), w)
 	if err := s.Add(Spec{Name: "crasher", Command: sh("echo boom; echo oops >&2; exit 3"), Critical: true}); err != nil {
 		t.Fatal(err)
@@ -157,7 +137,7 @@ func TestCrashingChildRestartsWithGrowingDelaysThenFails(t *testing.T) {
 	if st.Restarts != 4 || st.LastExit != "exit code 3" || st.NextStart.IsZero() {
 		t.Errorf("status = %+v, want 4 restarts, last exit code 3, a next start", st)
 	}
-	if sev, ok := w.get("service-failed:crasher"); !ok || sev != health.Critical {
+	if sev, ok := severity(w, "service-failed:crasher"); !ok || sev != health.Critical {
 		t.Errorf("warning service-failed:crasher = %v %v, want critical", sev, ok)
 	}
 	if err := s.Healthy(); err == nil {
@@ -364,7 +344,7 @@ func TestChildDiesWithTheDaemon(t *testing.T) {
 }
 
 func helperDaemon() {
-	s, err := New(slog.New(slog.DiscardHandler), nil, nil, Options{Policy: fastPolicy()})
+	s, err := New(box.Deps{}, Options{Policy: fastPolicy()})
 	if err != nil {
 		panic(err)
 	}

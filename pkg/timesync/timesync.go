@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
@@ -26,20 +24,12 @@ type Clock interface {
 	Slew(offset time.Duration) error // converge by offset gradually
 }
 
-// Warnings is where the service raises what a technician should see.
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // Options configure the service; the zero value measures only, with the
 // system's resolver and dialer.
 type Options struct {
-	Now     func() time.Time
 	Clock   Clock // nil: never set the clock
 	Dial    DialFunc
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
-	Health  Warnings
 	// Poll is the interval between measurements once synchronised
 	// (default 64 s); RetryMin the first retry after a failed round
 	// (default 2 s, doubling up to Poll).
@@ -81,9 +71,11 @@ type Status struct {
 
 // Service is the time component of the box.
 type Service struct {
-	log  *slog.Logger
-	opts Options
-	m    *metrics
+	log    *slog.Logger
+	now    func() time.Time
+	health *health.Registry
+	opts   Options
+	m      *metrics
 
 	mu      sync.Mutex
 	plan    *Plan
@@ -94,11 +86,10 @@ type Service struct {
 
 var _ box.Service = (*Service)(nil)
 
-// New returns the time component; its metrics are registered on reg.
-func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+// New returns the time component.
+func New(d box.Deps, opts Options) *Service {
+	d = d.For("time")
+	log, reg := d.Log, d.Metrics
 	if opts.Dial == nil {
 		var d net.Dialer
 		opts.Dial = d.DialContext
@@ -117,13 +108,11 @@ func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.QueryTimeout == 0 {
 		opts.QueryTimeout = 2 * time.Second
 	}
-	s := &Service{log: log, opts: opts, m: newMetrics(), changed: make(chan struct{}, 1)}
+	s := &Service{log: log, now: d.Now, health: d.Health, opts: opts, m: newMetrics(), changed: make(chan struct{}, 1)}
 	s.status.Steered = opts.Clock != nil
-	if reg != nil {
-		for _, c := range s.m.collectors() {
-			if err := reg.Register(c); err != nil {
-				log.Error("time metrics not registered", "err", err)
-			}
+	for _, c := range s.m.collectors() {
+		if err := reg.Register(c); err != nil {
+			log.Error("time metrics not registered", "err", err)
 		}
 	}
 	s.m.steered.Set(boolFloat(s.status.Steered))
@@ -247,7 +236,7 @@ func (s *Service) round(ctx context.Context) bool {
 			continue
 		}
 		for _, a := range addrs {
-			smp, err := query(ctx, s.opts.Dial, netip.AddrPortFrom(a, Port), s.opts.Now, s.opts.QueryTimeout)
+			smp, err := query(ctx, s.opts.Dial, netip.AddrPortFrom(a, Port), s.now, s.opts.QueryTimeout)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s (%s): %w", name, a, err))
 				s.m.queries.WithLabelValues("failed").Inc()
@@ -296,7 +285,7 @@ func (s *Service) resolve(ctx context.Context, name string) ([]netip.Addr, error
 
 // gotSample applies one good measurement.
 func (s *Service) gotSample(smp sample) {
-	now := s.opts.Now()
+	now := s.now()
 	offset := smp.offset
 	steered := s.opts.Clock != nil
 	synced := offset.Abs() <= stepThreshold
@@ -354,7 +343,7 @@ func (s *Service) gotSample(smp sample) {
 // noSample records a failed round. The clock stays "synchronised" while
 // the last measurement is recent: one lost packet is no news.
 func (s *Service) noSample(err error) {
-	now := s.opts.Now()
+	now := s.now()
 	s.mu.Lock()
 	s.failed++
 	s.status.Err = err.Error()
@@ -378,15 +367,11 @@ func (s *Service) noSample(err error) {
 }
 
 func (s *Service) raise(msg string) {
-	if s.opts.Health != nil {
-		s.opts.Health.Raise(s.Name(), warnCode, health.Warn, msg)
-	}
+	s.health.Raise(s.Name(), warnCode, health.Warn, msg)
 }
 
 func (s *Service) clear() {
-	if s.opts.Health != nil {
-		s.opts.Health.Clear(warnCode)
-	}
+	s.health.Clear(warnCode)
 }
 
 // serve answers NTP queries on one zone address until ctx is done.
@@ -422,8 +407,8 @@ func (s *Service) readLoop(conn net.PacketConn, zone string) error {
 		if err != nil {
 			return err
 		}
-		rx := s.opts.Now()
-		resp, ok := respond(buf[:n], rx, s.Status(), s.opts.Now)
+		rx := s.now()
+		resp, ok := respond(buf[:n], rx, s.Status(), s.now)
 		if !ok {
 			s.m.served.WithLabelValues(zone, "malformed").Inc()
 			continue

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
 )
 
@@ -150,14 +151,14 @@ func (c *fakeClock) Slew(d time.Duration) error {
 func newService(t *testing.T, ref *refServer, clock Clock, warn *health.Registry) (*Service, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	opts := Options{Dial: ref.dial, Health: warn, QueryTimeout: 500 * time.Millisecond,
+	opts := Options{Dial: ref.dial, QueryTimeout: 500 * time.Millisecond,
 		Resolve: func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("192.0.2.123")}, nil
 		}}
 	if clock != nil {
 		opts.Clock = clock
 	}
-	s := New(discardLog(), reg, opts)
+	s := New(box.Deps{Log: discardLog(), Metrics: reg, Health: warn}, opts)
 	s.plan = &Plan{Servers: []string{"ntp.renater.fr"}}
 	return s, reg
 }

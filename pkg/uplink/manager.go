@@ -28,25 +28,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/dhcpclient"
 	"passerelle/pkg/health"
 )
 
-// Warnings is where the manager raises what a technician should know
-// (pkg/health's Registry).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // Options are the manager's optional dependencies.
 type Options struct {
-	Warnings Warnings         // nil: none raised
-	Now      func() time.Time // the clock; time.Now when nil
 	// EventLogSize bounds the in-memory event log (DefaultEventLogSize
 	// when 0).
 	EventLogSize int
@@ -60,7 +49,7 @@ type Manager struct {
 	log    *slog.Logger
 	now    func() time.Time
 	sys    system
-	warn   Warnings
+	warn   *health.Registry
 	events *eventLog
 
 	mu       sync.Mutex
@@ -109,18 +98,17 @@ func (l *link) address() netip.Prefix {
 }
 
 // New returns the uplinks component, acting on the current network
-// namespace. Its metrics go to reg (nil: none).
-func New(log *slog.Logger, reg prometheus.Registerer, opts Options) *Manager {
+// namespace.
+func New(d box.Deps, opts Options) *Manager {
+	d = d.For("uplinks")
+	log, reg := d.Log, d.Metrics
 	m := &Manager{
 		log:    log,
-		now:    opts.Now,
+		now:    d.Now,
 		sys:    opts.sys,
-		warn:   opts.Warnings,
+		warn:   d.Health,
 		events: newEventLog(opts.EventLogSize),
 		links:  map[string]*link{},
-	}
-	if m.now == nil {
-		m.now = time.Now
 	}
 	if m.sys == nil {
 		m.sys = newSystem(log)
@@ -659,7 +647,7 @@ func (m *Manager) leaseChanged(lk *link, gen uint64, old, cur *dhcpclient.Lease)
 
 // updateWarnings raises or clears the uplink warnings. m.mu is held.
 func (m *Manager) updateWarnings() {
-	if m.warn == nil || m.plan == nil {
+	if m.plan == nil {
 		return
 	}
 	offline, best := 0, 0

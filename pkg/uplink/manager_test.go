@@ -3,8 +3,6 @@ package uplink
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/dhcpclient"
 	"passerelle/pkg/health"
@@ -91,7 +90,7 @@ func testConfig(t *testing.T, yaml string) *config.Config {
 }
 
 const twoUplinks = `version: 1
-identity: {uai: 0599999Z, name: Test, academy: lille}
+identity: {uai: 0599999Y, name: Test, academy: lille}
 uplinks:
   - name: renater
     interface: wan0
@@ -113,7 +112,7 @@ func newTestManager(t *testing.T) (*Manager, *fakeSystem, *health.Registry, *pro
 	fs := &fakeSystem{}
 	h := health.New(func() time.Time { return t0 })
 	reg := prometheus.NewRegistry()
-	m := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg, Options{Warnings: h, Now: func() time.Time { return t0 }, sys: fs})
+	m := New(box.Deps{Metrics: reg, Health: h, Now: func() time.Time { return t0 }}, Options{sys: fs})
 	p, err := m.Plan(testConfig(t, twoUplinks))
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +259,7 @@ passerelle_uplink_dhcp_lease_info{address="100.64.1.20/24",gateway="100.64.1.1",
 
 func TestBalancedUplinksShareByWeight(t *testing.T) {
 	fs := &fakeSystem{}
-	m := New(slog.New(slog.DiscardHandler), nil, Options{Now: func() time.Time { return t0 }, sys: fs})
+	m := New(box.Deps{Now: func() time.Time { return t0 }}, Options{sys: fs})
 	cfg := testConfig(t, strings.Replace(strings.Replace(twoUplinks, "    priority: 2\n    addressing: dhcp\n    lease_file: /tmp/backup.lease\n",
 		"    weight: 3\n    address: 192.0.2.6/30\n    gateway: 192.0.2.5\n", 1), "    interface: wan0\n", "    interface: wan0\n    weight: 1\n", 1))
 	p, err := m.Plan(cfg)

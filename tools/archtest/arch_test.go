@@ -1,13 +1,17 @@
-// Package archtest keeps docs/architecture.md true: it checks which
-// Passerelle packages import which. A new package fails this test until it
-// is given a row here and in the document.
+// Package archtest keeps docs/architecture.md true: it reads the package
+// table of that page (the "may import" column) and checks which Passerelle
+// packages import which. A new package fails this test until the page
+// gives it a row; there is no second copy of the rules to keep in step.
 package archtest
 
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -16,49 +20,81 @@ import (
 
 const module = "passerelle/"
 
-// allowed maps each package to the project packages it may import (not
-// counting tests). "*" allows any project package except those listed in
-// never.
-var allowed = map[string][]string{
-	"board":                           {},
-	"pkg/version":                     {},
-	"pkg/config":                      {"board"},
-	"pkg/box":                         {"pkg/config"},
-	"pkg/netif":                       {"pkg/box", "pkg/config", "pkg/health"},
-	"pkg/health":                      {},
-	"pkg/netmark":                     {},
-	"pkg/atomicfile":                  {},
-	"pkg/boot":                        {"pkg/health"},
-	"pkg/supervisor":                  {"pkg/health"},
-	"pkg/watchdog":                    {},
-	"pkg/power":                       {},
-	"pkg/firewall":                    {"pkg/box", "pkg/config", "pkg/netmark"},
-	"pkg/inventory":                   {"pkg/atomicfile", "pkg/config"},
-	"pkg/inventory/inventorytest":     {},
-	"pkg/lab":                         {"pkg/atomicfile", "pkg/config"},
-	"pkg/uplink":                      {"pkg/box", "pkg/config", "pkg/dhcpclient", "pkg/health", "pkg/netmark"},
-	"pkg/dhcpclient":                  {"pkg/atomicfile"},
-	"tools/bench/failover":            {"pkg/config", "pkg/lab"},
-	"pkg/dhcpd":                       {"pkg/atomicfile", "pkg/box", "pkg/config", "pkg/health"},
-	"pkg/timesync":                    {"pkg/box", "pkg/config", "pkg/health"},
-	"pkg/domainset":                   {},
-	"pkg/ut1":                         {"pkg/atomicfile", "pkg/domainset"},
-	"pkg/resolver":                    {},
-	"pkg/dnsfilter":                   {"pkg/box", "pkg/config", "pkg/domainset", "pkg/health", "pkg/netmark", "pkg/resolver", "pkg/ut1"},
-	"tools/bench/dns/benchdns":        {"pkg/config", "pkg/dnsfilter", "pkg/domainset", "pkg/ut1"},
-	"cmd/passerelle":                  {"*"},
-	"cmd/passerellectl":               {"*"},
-	"tools/bench/firewall":            {"pkg/config", "pkg/firewall"},
-	"tools/bench/render/geninventory": {"pkg/inventory/inventorytest"},
-	"tools/archtest":                  {},
-	"pkg/netnstest":                   {},
-	"integration":                     {},
+// rule is one row of the table: the project packages a package may
+// import; any means every one but those in never.
+type rule struct {
+	allowed []string
+	any     bool
+	never   []string
 }
 
-// never lists packages a "*" package still may not import: the firmware
-// does not ship the lab or the NOC's inventory renderer.
-var never = map[string][]string{
-	"cmd/passerelle": {"pkg/lab", "pkg/inventory", "pkg/inventory/inventorytest"},
+var backticked = regexp.MustCompile("`([^`]+)`")
+
+// readRules parses the table under "## Packages" of the architecture page.
+// Each row is "| `pkg` | owns | may import |"; the last column lists
+// packages in backticks, "—" for none, or "any" (optionally "any, except
+// `a` and `b`").
+func readRules(doc []byte) (map[string]rule, error) {
+	rules := map[string]rule{}
+	inTable := false
+	sc := bufio.NewScanner(bytes.NewReader(doc))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "## "):
+			inTable = line == "## Packages"
+			continue
+		case !inTable || !strings.HasPrefix(line, "|"):
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		if len(cells) < 3 {
+			return nil, fmt.Errorf("docs/architecture.md:%d: a package row needs three columns", n)
+		}
+		name := backticked.FindStringSubmatch(cells[0])
+		if name == nil {
+			continue // header and separator rows
+		}
+		last := strings.TrimSpace(cells[len(cells)-1])
+		var r rule
+		switch {
+		case last == "—" || last == "-":
+		case strings.HasPrefix(last, "any"):
+			r.any = true
+			for _, m := range backticked.FindAllStringSubmatch(last, -1) {
+				r.never = append(r.never, m[1])
+			}
+		default:
+			for _, m := range backticked.FindAllStringSubmatch(last, -1) {
+				r.allowed = append(r.allowed, m[1])
+			}
+			if len(r.allowed) == 0 {
+				return nil, fmt.Errorf("docs/architecture.md:%d: %s: cannot read the may-import column %q (backticked packages, — or any)", n, name[1], last)
+			}
+		}
+		if _, dup := rules[name[1]]; dup {
+			return nil, fmt.Errorf("docs/architecture.md:%d: %s has two rows", n, name[1])
+		}
+		rules[name[1]] = r
+	}
+	if len(rules) == 0 {
+		return nil, fmt.Errorf("docs/architecture.md: no package table under \"## Packages\"")
+	}
+	return rules, sc.Err()
+}
+
+func goList(t *testing.T, root string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append([]string{"list"}, args...)...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
 }
 
 func TestPackageDependencies(t *testing.T) {
@@ -66,19 +102,24 @@ func TestPackageDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
-	cmd.Dir = root
-	out, err := cmd.Output()
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "architecture.md"))
 	if err != nil {
-		t.Fatalf("go list: %v", err)
+		t.Fatal(err)
 	}
+	rules, err := readRules(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	out := goList(t, root, "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		pkg := strings.TrimPrefix(f[0], module)
-		rule, ok := allowed[pkg]
+		seen[pkg] = true
+		r, ok := rules[pkg]
 		if !ok {
-			t.Errorf("package %s has no dependency rule: describe it in docs/architecture.md and add it to tools/archtest", pkg)
+			t.Errorf("package %s has no row in docs/architecture.md: say what it owns and what it may import", pkg)
 			continue
 		}
 		for _, imp := range f[1:] {
@@ -87,12 +128,55 @@ func TestPackageDependencies(t *testing.T) {
 			}
 			dep := strings.TrimPrefix(imp, module)
 			switch {
-			case slices.Contains(never[pkg], dep):
-				t.Errorf("%s must not import %s", pkg, dep)
-			case slices.Contains(rule, "*"), slices.Contains(rule, dep):
+			case slices.Contains(r.never, dep):
+				t.Errorf("%s must not import %s (docs/architecture.md)", pkg, dep)
+			case r.any, slices.Contains(r.allowed, dep):
 			default:
-				t.Errorf("%s imports %s, which docs/architecture.md does not allow (allowed: %v)", pkg, dep, rule)
+				t.Errorf("%s imports %s, which docs/architecture.md does not allow (allowed: %v)", pkg, dep, r.allowed)
 			}
 		}
+	}
+	for pkg := range rules {
+		if !seen[pkg] {
+			t.Errorf("docs/architecture.md has a row for %s, which does not exist", pkg)
+		}
+	}
+}
+
+// kernelLibraries are what the composer must never depend on, even
+// indirectly: it is the contract every component is tested against
+// without a kernel, and the NOC links it to review plans.
+var kernelLibraries = []string{
+	"github.com/vishvananda/", // netlink, netns
+	"github.com/google/nftables",
+	"github.com/mdlayher/",
+	"github.com/ti-mo/", // conntrack
+	"github.com/jsimonetti/rtnetlink",
+}
+
+func TestBoxImportsNoKernelLibrary(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dep := range strings.Fields(string(goList(t, root, "-deps", "./pkg/box"))) {
+		for _, k := range kernelLibraries {
+			if strings.HasPrefix(dep, k) {
+				t.Errorf("pkg/box depends on %s: the composer must not reach the kernel", dep)
+			}
+		}
+	}
+}
+
+func TestReadRules(t *testing.T) {
+	doc := "## Packages\n\n| package | owns | may import |\n| --- | --- | --- |\n" +
+		"| `a` | x | — |\n| `b` | y | `a`, `c` |\n| `cmd/x` | z | any, except `a` |\n\n## Other\n| `d` | w | — |\n"
+	got, err := readRules([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]rule{"a": {}, "b": {allowed: []string{"a", "c"}}, "cmd/x": {any: true, never: []string{"a"}}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rules = %v, want %v", got, want)
 	}
 }

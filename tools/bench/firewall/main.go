@@ -10,8 +10,6 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/firewall"
 )
@@ -88,7 +87,7 @@ func (c benchCase) run(nft, work string, runs int) {
 	for _, ch := range plan.Chains {
 		kernelRules += len(ch.Rules)
 	}
-	f := firewall.New(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	f := firewall.New(box.Deps{})
 	ctx := context.Background()
 	// The timed runs replace a table of the same size, as a reload does.
 	if err := f.Apply(ctx, plan); err != nil {

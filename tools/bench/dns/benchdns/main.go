@@ -30,6 +30,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/dnsfilter"
 	"passerelle/pkg/domainset"
@@ -252,7 +253,7 @@ func serve(args []string) error {
 	plan.Listeners = plan.Listeners[:1]
 	plan.Listeners[0].Addr = netip.MustParseAddr(*listen)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	f := dnsfilter.New(dnsfilter.Options{Log: log, Port: *port})
+	f := dnsfilter.New(box.Deps{Log: log}, dnsfilter.Options{Port: *port})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := f.Apply(ctx, plan); err != nil {

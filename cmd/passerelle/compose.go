@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"passerelle/pkg/boot"
+	"passerelle/pkg/box"
+	"passerelle/pkg/dhcpd"
+	"passerelle/pkg/dnsfilter"
+	"passerelle/pkg/firewall"
+	"passerelle/pkg/health"
+	"passerelle/pkg/netif"
+	"passerelle/pkg/supervisor"
+	"passerelle/pkg/timesync"
+	"passerelle/pkg/uplink"
+)
+
+// composition is everything the firmware is made of, built once, before
+// any configuration is read: the shared registries first (warnings,
+// metrics, the supervisor), then the components, which may be handed any
+// of them (the tunnel is given the supervisor to run tailscaled; the
+// metrics push is given the Gatherer).
+type composition struct {
+	health  *health.Registry
+	metrics *prometheus.Registry // also the Gatherer of /metrics and the push
+	sup     *supervisor.Supervisor
+	box     *box.Box
+
+	// Components the daemon, or other components, talk to directly.
+	system  *boot.System
+	uplinks *uplink.Manager
+	fw      *firewall.Firewall
+}
+
+// composeOptions are the daemon's choices that shape the components.
+// The zero value composes a box that changes nothing outside its own
+// components (what `passerelle plan` needs).
+type composeOptions struct {
+	pid1     bool               // the system component acts only as init
+	boot     boot.Options       // /perm and step timeouts, for the system component
+	leaseDir string             // DHCP lease files; default dhcpd.DefaultLeaseDir
+	clock    timesync.Clock     // nil: the box never sets the clock
+	policy   supervisor.Policy  // zero: supervisor.DefaultPolicy
+	tracker  supervisor.Tracker // the PID 1 reaper, or nil
+	now      func() time.Time   // nil: time.Now
+	health   *health.Registry   // nil: a new one (the init passes the boot's)
+}
+
+// compose builds the firmware's parts, in apply order: system (host name,
+// modules, sysctls) → interfaces → uplinks (default routing needs the
+// interfaces and their addresses) → firewall → dns → dhcp → time.
+func compose(log *slog.Logger, o composeOptions) (*composition, error) {
+	c := &composition{health: o.health, metrics: prometheus.NewRegistry()}
+	if c.health == nil {
+		c.health = health.New(o.now)
+	}
+	if err := c.metrics.Register(c.health.Collector()); err != nil {
+		return nil, fmt.Errorf("health metrics: %w", err)
+	}
+	deps := box.Deps{Log: log, Metrics: c.metrics, Health: c.health, Now: o.now}
+	sup, err := supervisor.New(deps, supervisor.Options{Policy: o.policy, Tracker: o.tracker})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	c.sup = sup
+
+	c.system = boot.NewSystem(deps, o.boot, o.pid1)
+	c.uplinks = uplink.New(deps, uplink.Options{})
+	c.fw = firewall.New(deps)
+	// The DNS filter hands the firewall the DoH addresses to drop.
+	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw})
+	c.box = box.New(log,
+		c.system,
+		netif.New(deps),
+		c.uplinks,
+		c.fw,
+		dns,
+		dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir}),
+		timesync.New(deps, timesync.Options{Clock: o.clock}),
+	)
+	return c, nil
+}
