@@ -103,7 +103,7 @@ dns:
 			files: append([]string{bad}, examples[0]),
 			code:  1,
 			stderr: []string{
-				bad + `:3:8: identity.uai: "0751234a" is not a UAI: expected 7 digits and an upper-case letter, e.g. 0751234A`,
+				bad + `:3:8: identity.uai: "0751234a" is not a UAI: expected 7 digits and an upper-case letter, e.g. 0751234J`,
 				bad + `:14:13: zones[0].subnet: 10.75.12.1/24 has host bits set: did you mean 10.75.12.0/24?`,
 				"2 file(s) checked, 1 invalid",
 			},

@@ -38,7 +38,7 @@ type Config struct {
 // Identity names the school. The UAI (Unité Administrative Immatriculée) is
 // the national school code: seven digits and a check letter.
 type Identity struct {
-	UAI      string `yaml:"uai" required:"true" doc:"School code (UAI/RNE): 7 digits and a letter, e.g. 0751234A."`
+	UAI      string `yaml:"uai" required:"true" doc:"School code (UAI/RNE): 7 digits and their check letter, e.g. 0751234J."`
 	Name     string `yaml:"name" required:"true" doc:"School name as staff know it."`
 	Academy  string `yaml:"academy" required:"true" doc:"Academy (académie) that manages the box, lower case, e.g. paris."`
 	Hostname string `yaml:"hostname" doc:"Host name of the box; default passerelle-<uai in lower case>."`

@@ -14,7 +14,7 @@ import (
 // minimal is the smallest useful document: everything else is a default.
 const minimal = `version: 1
 identity:
-  uai: 0751234A
+  uai: 0751234J
   name: École Jules Ferry
   academy: paris
 uplinks:
@@ -114,7 +114,7 @@ func TestNewReturnsIndependentConfigs(t *testing.T) {
 func TestParseAppliesDefaults(t *testing.T) {
 	c := mustParse(t, `version: 1
 identity:
-  uai: 0751234A
+  uai: 0751234J
   name: École Jules Ferry
   academy: paris
 uplinks:
@@ -180,7 +180,7 @@ dns:
 		name      string
 		got, want any
 	}{
-		{"hostname from the UAI", c.Identity.Hostname, "passerelle-0751234a"},
+		{"hostname from the UAI", c.Identity.Hostname, "passerelle-0751234j"},
 		{"uplink addressing", u0.Addressing, AddressingStatic},
 		{"uplink priority", u0.Priority, 1},
 		{"uplink weight", u0.Weight, 1},
@@ -201,7 +201,7 @@ dns:
 		{"no range in a /29", dmz.DHCP.RangeStart, netip.Addr{}},
 		{"lease 12h", peda.DHCP.LeaseTime, Duration(12 * time.Hour)},
 		{"lease 2h in guest zones", guest.DHCP.LeaseTime, Duration(2 * time.Hour)},
-		{"dhcp domain", peda.DHCP.Domain, "peda.passerelle-0751234a.lan"},
+		{"dhcp domain", peda.DHCP.Domain, "peda.passerelle-0751234j.lan"},
 		{"reservation without name", peda.DHCP.Reservations[0].Name, ""},
 		{"rule protocol", c.Firewall.Rules[0].Protocol, ProtoAny},
 		{"port forward protocol", c.Firewall.PortForwards[0].Protocol, ProtoTCP},
@@ -510,7 +510,7 @@ func TestParseReportsAllErrors(t *testing.T) {
 	t.Run("decoding", func(t *testing.T) {
 		list := parseErrors(t, `version: one
 identity:
-  uai: 0751234A
+  uai: 0751234J
   name: École
   academy: paris
   colour: blue
@@ -564,11 +564,26 @@ management:
 		}
 		checkErrors(t, list, want)
 	})
-	t.Run("validation waits for a clean decoding", func(t *testing.T) {
-		// A half-decoded document would give misleading validation
-		// errors (a zone without its subnet overlaps nothing...).
+	t.Run("decoding and validation problems together", func(t *testing.T) {
 		list := parseErrors(t, strings.Replace(minimal, "version: 1", "version: 2\ncolour: blue", 1))
-		checkErrors(t, list, []string{`test.yaml:2:1: colour: unknown key "colour"`})
+		checkErrors(t, list, []string{
+			`test.yaml:1:10: version: unsupported version 2`,
+			`test.yaml:2:1: colour: unknown key "colour"`,
+		})
+	})
+	t.Run("validation says nothing more of a value the decoder refused", func(t *testing.T) {
+		// The subnet stays unset: "missing" or "overlaps nothing" would
+		// repeat the decoding error; the bad UAI is reported all the same.
+		doc := strings.Replace(minimal, "subnet: 10.75.12.0/24", "subnet: 10.75.12.0", 1)
+		doc = strings.Replace(doc, "uai: 0751234J", "uai: 0751234A", 1)
+		doc = strings.Replace(doc, "zones:", "zone:", 1)
+		list := parseErrors(t, doc)
+		checkErrors(t, list, []string{
+			`test.yaml:3:8: identity.uai: "0751234A" is not a UAI: the check letter of 0751234 is J, not A`,
+			`test.yaml:11:1: zone: unknown key "zone" (did you mean "zones"?)`,
+		})
+		list = parseErrors(t, strings.Replace(minimal, "subnet: 10.75.12.0/24", "subnet: 10.75.12.0", 1))
+		checkErrors(t, list, []string{`test.yaml:15:13: zones[0].subnet: "10.75.12.0" has no prefix length`})
 	})
 }
 

@@ -27,6 +27,12 @@ type decoder struct {
 	// itself): count decoded values and track the aliases being expanded.
 	budget    int
 	expanding map[*yaml.Node]bool
+
+	// readable is set once the document parsed as YAML: its values can
+	// then be validated, even if some of them could not be decoded.
+	readable bool
+	// meant are the paths of keys suggested for unknown ones.
+	meant []string
 }
 
 // maxValues bounds how many values one document may expand to; real
@@ -63,6 +69,8 @@ func (d *decoder) decodeDocument(data []byte, cfg *Config) {
 	case len(extra.Content) > 0 && !isNull(extra.Content[0]):
 		d.add(Pos{Line: extra.Line, Col: extra.Column}, "", "a second YAML document starts here: a configuration is one document, remove this ---")
 	}
+	// A document that is not a mapping has nothing to validate.
+	d.readable = doc.Content[0].Kind == yaml.MappingNode
 	d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
 }
 
@@ -123,17 +131,21 @@ var yamlParserProblems = map[string]bool{
 	"found undefined tag handle":             true,
 }
 
+// tabMessage replaces yaml.v3's two ways of saying it met a tab in the
+// indentation.
+const tabMessage = "tabs cannot indent YAML"
+
 // yamlHints says in the operator's terms what usually causes a YAML error.
 var yamlHints = map[string]string{
-	"mapping values are not allowed in this context":  "is this line indented deeper than the one above, or does a value hold an unquoted \": \"?",
-	"found a tab character that violates indentation": "indent with spaces, not tabs",
-	"did not find expected key":                       "check the indentation of this line against the keys above it",
-	"did not find expected ',' or ']'":                "the [ list starting on this line is not closed with ]",
-	"did not find expected ',' or '}'":                "the { mapping starting on this line is not closed with }",
-	"found character that cannot start any token":     "quote a value that starts with @, ` or %",
-	"found unexpected end of stream":                  "is a closing quote missing?",
-	"did not find expected '-' indicator":             "this line is indented less than the list item it belongs to",
-	"could not find expected ':'":                     "a key must be followed by a colon",
+	"mapping values are not allowed in this context": "is this line indented deeper than the one above, or does a value hold an unquoted \": \"?",
+	tabMessage:                                    "indent this line with spaces",
+	"did not find expected key":                   "check the indentation of this line against the keys above it",
+	"did not find expected ',' or ']'":            "the [ list starting on this line is not closed with ]",
+	"did not find expected ',' or '}'":            "the { mapping starting on this line is not closed with }",
+	"found character that cannot start any token": "quote a value that starts with @, ` or %",
+	"found unexpected end of stream":              "is a closing quote missing?",
+	"did not find expected '-' indicator":         "this line is indented less than the list item it belongs to",
+	"could not find expected ':'":                 "a key must be followed by a colon",
 }
 
 // yamlError reports a YAML syntax error where it is. yaml.v3 gives a line
@@ -152,14 +164,22 @@ func (d *decoder) yamlError(data []byte, err error) {
 	lines := strings.Split(string(data), "\n")
 	line = max(1, min(line, len(lines)))
 	col := 0
+	// tabAt is the column of a tab in the indentation of line i (0-based),
+	// or 0.
+	tabAt := func(i int) int {
+		indent := lines[i][:len(lines[i])-len(strings.TrimLeft(lines[i], " \t"))]
+		return strings.IndexByte(indent, '\t') + 1
+	}
 	switch {
-	case strings.Contains(msg, "tab character"):
+	case strings.Contains(msg, "tab character") || msg == "found character that cannot start any token" && tabAt(line-1) > 0:
+		// A tab at the start of a line reads as a token yaml.v3 cannot
+		// start; either way, the tab is the problem.
 		for i := line - 1; i < len(lines) && col == 0; i++ {
-			indent := lines[i][:len(lines[i])-len(strings.TrimLeft(lines[i], " \t"))]
-			if t := strings.IndexByte(indent, '\t'); t >= 0 {
-				line, col = i+1, t+1
+			if t := tabAt(i); t > 0 {
+				line, col = i+1, t
 			}
 		}
+		msg = tabMessage
 	case yamlAnchorRE.MatchString(msg):
 		name := yamlAnchorRE.FindStringSubmatch(msg)[1]
 		for i := range lines {
@@ -323,6 +343,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		if !ok {
 			best := Closest(k.Value, fields.keys)
 			meant[best] = true
+			if best != "" {
+				d.meant = append(d.meant, join(path, best))
+			}
 			d.add(kpos, join(path, k.Value), "unknown key %s", suggest(k.Value, best, fields.keys))
 			continue
 		}

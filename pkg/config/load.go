@@ -31,18 +31,23 @@ func Parse(file string, data []byte) (*Config, error) {
 	d := &decoder{pos: map[string]Pos{}}
 	d.decodeDocument(data, cfg)
 	list := d.list
-	if len(list) == 0 {
-		// Validation of a half-decoded document would report the same
-		// problems twice, so it runs on a cleanly decoded one only.
+	if d.readable {
+		// Validation runs on a half-decoded document too, so that every
+		// problem is reported at once; what it would say again about a
+		// value the decoder already refused is left out.
+		failed := d.failedPaths()
 		applyDerived(cfg)
 		var vl ErrorList
 		if err := cfg.Validate(); err != nil && !errors.As(err, &vl) {
 			return nil, err
 		}
 		for _, e := range vl {
+			if related(e.Path, failed) {
+				continue
+			}
 			e.Pos = d.lookup(e.Path)
+			list = append(list, e)
 		}
-		list = vl
 	}
 	if len(list) > 0 {
 		for _, e := range list {
@@ -52,6 +57,38 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, list
 	}
 	return cfg, nil
+}
+
+// failedPaths returns the field paths the decoder reported a problem at,
+// and those of the keys it suggested for unknown ones ("zone" for zones:
+// a required key written with a typo is then not "missing" as well).
+func (d *decoder) failedPaths() []string {
+	out := make([]string, 0, len(d.list)+len(d.meant))
+	for _, e := range d.list {
+		if e.Path != "" { // the document itself: a second document after it
+			out = append(out, e.Path)
+		}
+	}
+	return append(out, d.meant...)
+}
+
+// related says whether path is one of paths, inside one, or holds one: a
+// validation error there would repeat or follow from a decoding error.
+func related(path string, paths []string) bool {
+	for _, p := range paths {
+		if path == p || within(path, p) || within(p, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// within says whether path is a field or element of parent.
+func within(path, parent string) bool {
+	if parent == "" {
+		return path != ""
+	}
+	return len(path) > len(parent) && strings.HasPrefix(path, parent) && (path[len(parent)] == '.' || path[len(parent)] == '[')
 }
 
 // lookup finds the position of a path, or of its closest decoded parent

@@ -7,19 +7,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"passerelle/board"
+	"passerelle/pkg/ut1/catalogue"
 )
 
 var (
-	uaiRE      = regexp.MustCompile(`^[0-9]{2}[0-9AB][0-9]{4}[A-Z]$`)
-	identRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,11}$`)
-	academyRE  = regexp.MustCompile(`^[a-z][a-z-]{1,30}$`)
-	ifnameRE   = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	categoryRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-	labelRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	uaiRE     = regexp.MustCompile(`^[0-9]{2}[0-9AB][0-9]{4}[A-Z]$`)
+	identRE   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,11}$`)
+	academyRE = regexp.MustCompile(`^[a-z][a-z-]{1,30}$`)
+	ifnameRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
+	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	// DNS labels in the wild also carry underscores (_dmarc, SRV names).
 	domainLabelRE = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$`)
 )
@@ -100,8 +101,8 @@ func (v *validator) validate() {
 
 func (v *validator) identity() {
 	id := v.c.Identity
-	if !uaiRE.MatchString(id.UAI) {
-		v.errf("identity.uai", "%q is not a UAI: expected 7 digits and an upper-case letter, e.g. 0751234A", id.UAI)
+	if err := CheckUAI(id.UAI); err != nil {
+		v.errf("identity.uai", "%v", err)
 	}
 	if strings.TrimSpace(id.Name) == "" {
 		v.errf("identity.name", "must not be empty")
@@ -112,6 +113,25 @@ func (v *validator) identity() {
 	if id.Hostname != "" && !labelRE.MatchString(id.Hostname) {
 		v.errf("identity.hostname", "%q is not a host name: expected lower-case letters, digits and - (at most 63)", id.Hostname)
 	}
+}
+
+// uaiLetters are the check letters of a UAI: the alphabet without I, O
+// and Q, which read like 1, 0 and O.
+const uaiLetters = "ABCDEFGHJKLMNPRSTUVWXYZ"
+
+// CheckUAI checks a UAI (the national school code): seven digits, then the
+// check letter of the seven-digit number modulo 23 (0 is A). A wrong
+// letter is how a mistyped digit shows, and a box configured with another
+// school's code would be pushed that school's configuration.
+func CheckUAI(uai string) error {
+	if !uaiRE.MatchString(uai) {
+		return fmt.Errorf("%q is not a UAI: expected 7 digits and an upper-case letter, e.g. 0751234J", uai)
+	}
+	n, _ := strconv.Atoi(uai[:7])
+	if want := uaiLetters[n%23]; uai[7] != want {
+		return fmt.Errorf("%q is not a UAI: the check letter of %s is %c, not %c (is a digit or the letter mistyped?)", uai, uai[:7], want, uai[7])
+	}
+	return nil
 }
 
 func (v *validator) checkIdent(path, what, name string) {
@@ -537,8 +557,8 @@ func (v *validator) dns() {
 		}
 		names[pr.Name] = i
 		for j, cat := range pr.Categories {
-			if !categoryRE.MatchString(cat) {
-				v.errf(fmt.Sprintf("%s.categories[%d]", p, j), "%q is not a UT1 category name (lower-case letters, digits, _ and -)", cat)
+			if _, ok := catalogue.Lookup(cat); !ok {
+				v.errf(fmt.Sprintf("%s.categories[%d]", p, j), "unknown UT1 category %s", suggestCategory(cat))
 			}
 		}
 		for _, list := range []struct {
@@ -562,6 +582,15 @@ func (v *validator) dns() {
 		v.errf("dns.privacy.directory", "%q is not an absolute path", d.Privacy.Directory)
 	}
 	v.intRange("dns.rate_limit", d.RateLimit, 10, 100000)
+}
+
+// suggestCategory names the catalogue's closest category to a misspelt
+// one, or where the list is.
+func suggestCategory(name string) string {
+	if best := Closest(name, catalogue.Names()); best != "" {
+		return fmt.Sprintf("%q (did you mean %q?)", name, best)
+	}
+	return fmt.Sprintf("%q (the UT1 categories are listed in docs/configuration.md)", name)
 }
 
 func (v *validator) url(path, s string) {

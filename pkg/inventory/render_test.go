@@ -72,7 +72,7 @@ func errLines(results []Result) []string {
 
 func TestRenderValidRows(t *testing.T) {
 	results := render(t, ecoleTemplate, ecoleHeader+
-		"0751234A,École élémentaire Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n"+
+		"0751234J,École élémentaire Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n"+
 		"0330021U,\"Cité scolaire: école du Grand Air, Bordeaux\",bordeaux,193.54.60.2/29,10.33.0.0/24\n")
 	if errs := errLines(results); len(errs) > 0 {
 		t.Fatalf("errors: %s", strings.Join(errs, "\n"))
@@ -83,7 +83,7 @@ func TestRenderValidRows(t *testing.T) {
 		name     string
 		zoneAddr string
 	}{
-		{2, "0751234A", "École élémentaire Jules Ferry", "10.75.12.1"},
+		{2, "0751234J", "École élémentaire Jules Ferry", "10.75.12.1"},
 		{3, "0330021U", "Cité scolaire: école du Grand Air, Bordeaux", "10.33.0.1"},
 	}
 	for i, w := range want {
@@ -115,75 +115,75 @@ func TestRenderReportsBadRowsAndRendersTheOthers(t *testing.T) {
 	}{
 		{
 			name: "subnet with host bits",
-			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.13.1/24\n" +
-				"0751236C,C,paris,193.50.10.14/30,10.75.14.0/24\n",
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.1/24\n" +
+				"0751236L,C,paris,193.50.10.14/30,10.75.14.0/24\n",
 			ok: []int{2, 4},
 			errs: []string{
-				"schools.csv:3: uai 0751235B: zones[0].subnet: 10.75.13.1/24 has host bits set: did you mean 10.75.13.0/24?",
-				"schools.csv:3: uai 0751235B: tunnel.advertise_routes[0]: 10.75.13.1/24 has host bits set",
+				"schools.csv:3: uai 0751235K: zones[0].subnet: 10.75.13.1/24 has host bits set: did you mean 10.75.13.0/24?",
+				"schools.csv:3: uai 0751235K: tunnel.advertise_routes[0]: 10.75.13.1/24 has host bits set",
 			},
 		},
 		{
 			name: "subnet that is not one",
-			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.13.0/33\n",
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/33\n",
 			ok:   []int{2},
-			errs: []string{`schools.csv:3: uai 0751235B: ecole.yaml.tmpl:17:15: <host .peda_subnet 1>: error calling host: "10.75.13.0/33" is not an IPv4 subnet such as 10.33.0.0/22`},
+			errs: []string{`schools.csv:3: uai 0751235K: ecole.yaml.tmpl:17:15: <host .peda_subnet 1>: error calling host: "10.75.13.0/33" is not an IPv4 subnet such as 10.33.0.0/22`},
 		},
 		{
 			name: "duplicate uai fails every copy",
-			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.13.0/24\n" +
-				"0751234A,A bis,paris,193.50.10.14/30,10.75.14.0/24\n",
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/24\n" +
+				"0751234J,A bis,paris,193.50.10.14/30,10.75.14.0/24\n",
 			ok: []int{3},
 			errs: []string{
-				"schools.csv:2: uai 0751234A: the same uai is on line 4: a school has one row",
-				"schools.csv:4: uai 0751234A: the same uai is on line 2: a school has one row",
+				"schools.csv:2: uai 0751234J: the same uai is on line 4: a school has one row",
+				"schools.csv:4: uai 0751234J: the same uai is on line 2: a school has one row",
 			},
 		},
 		{
 			name: "wrong field count",
-			rows: "0751234A,A,paris,193.50.10.6/30\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.13.0/24\n",
+			rows: "0751234J,A,paris,193.50.10.6/30\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/24\n",
 			ok:   []int{3},
-			errs: []string{"schools.csv:2: uai 0751234A: 4 fields, but the header has 5 columns"},
+			errs: []string{"schools.csv:2: uai 0751234J: 4 fields, but the header has 5 columns"},
 		},
 		{
 			name: "unquoted colon breaks the YAML: the rendered line shows it",
 			tmpl: strings.Replace(ecoleTemplate, "{{quote .name}}", "{{.name}}", 1),
-			rows: "0751234A,École: Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,École Jean Jaurès,paris,193.50.10.10/30,10.75.13.0/24\n",
+			rows: "0751234J,École: Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,École Jean Jaurès,paris,193.50.10.10/30,10.75.13.0/24\n",
 			ok:   []int{3},
-			errs: []string{`schools.csv:2: uai 0751234A: invalid YAML: mapping values are not allowed in this context`},
+			errs: []string{`schools.csv:2: uai 0751234J: invalid YAML: mapping values are not allowed in this context`},
 		},
 		{
 			name: "several problems of one config, each on its line",
-			rows: "0751234A,A,Paris,193.50.10.6/30,10.75.12.0/30\n" +
+			rows: "0751234J,A,Paris,193.50.10.6/30,10.75.12.0/30\n" +
 				"0751235b,B,paris,193.50.10.10/30,10.75.13.0/24\n",
 			errs: []string{
-				`schools.csv:2: uai 0751234A: identity.academy: "Paris" is not an academy name`,
-				`schools.csv:2: uai 0751234A: zones[0].subnet: prefix length /30 is out of range /16-/29`,
+				`schools.csv:2: uai 0751234J: identity.academy: "Paris" is not an academy name`,
+				`schools.csv:2: uai 0751234J: zones[0].subnet: prefix length /30 is out of range /16-/29`,
 				`schools.csv:3: uai 0751235b: identity.uai: "0751235b" is not a UAI`,
 			},
 		},
 		{
 			name: "template writing another school's uai",
-			tmpl: strings.Replace(ecoleTemplate, "uai: {{.uai}}", "uai: 0751234A", 1),
-			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.13.0/24\n",
+			tmpl: strings.Replace(ecoleTemplate, "uai: {{.uai}}", "uai: 0751234J", 1),
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/24\n",
 			ok:   []int{2},
-			errs: []string{`schools.csv:3: uai 0751235B: identity.uai: the template wrote "0751234A", but the row's uai is "0751235B"`},
+			errs: []string{`schools.csv:3: uai 0751235K: identity.uai: the template wrote "0751234J", but the row's uai is "0751235K"`},
 		},
 		{
 			name: "two schools advertising overlapping subnets to the academy",
-			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
-				"0751235B,B,paris,193.50.10.10/30,10.75.0.0/16\n" +
-				"0751236C,C,paris,193.50.10.14/30,10.76.0.0/24\n",
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.0.0/16\n" +
+				"0751236L,C,paris,193.50.10.14/30,10.76.0.0/24\n",
 			ok: []int{4},
 			errs: []string{
-				"schools.csv:2: uai 0751234A: tunnel.advertise_routes[0]: 10.75.12.0/24 overlaps 10.75.0.0/16, advertised by line 3 (uai 0751235B)",
-				"schools.csv:3: uai 0751235B: tunnel.advertise_routes[0]: 10.75.0.0/16 overlaps 10.75.12.0/24, advertised by line 2 (uai 0751234A)",
+				"schools.csv:2: uai 0751234J: tunnel.advertise_routes[0]: 10.75.12.0/24 overlaps 10.75.0.0/16, advertised by line 3 (uai 0751235K)",
+				"schools.csv:3: uai 0751235K: tunnel.advertise_routes[0]: 10.75.0.0/16 overlaps 10.75.12.0/24, advertised by line 2 (uai 0751234J)",
 			},
 		},
 	}
@@ -223,7 +223,7 @@ func TestRenderReportsBadRowsAndRendersTheOthers(t *testing.T) {
 
 func TestRenderYAMLErrorShowsTheRenderedLine(t *testing.T) {
 	tmpl := strings.Replace(ecoleTemplate, "{{quote .name}}", "{{.name}}", 1)
-	results := render(t, tmpl, ecoleHeader+"0751234A,École: Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n")
+	results := render(t, tmpl, ecoleHeader+"0751234J,École: Jules Ferry,paris,193.50.10.6/30,10.75.12.0/24\n")
 	errs := errLines(results)
 	if len(errs) != 1 || !strings.Contains(errs[0], "(rendered line 7: name: École: Jules Ferry)") {
 		t.Errorf("errors %q do not show the rendered line", errs)

@@ -15,7 +15,7 @@ import (
 
 func TestSpecFromConfigServesDHCPUplinks(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(`version: 1
-identity: {uai: 0599999Z, name: Test, academy: lille}
+identity: {uai: 0599999Y, name: Test, academy: lille}
 uplinks:
   - {name: renater, interface: wan0, address: 192.0.2.2/30, gateway: 192.0.2.1}
   - {name: backup4g, interface: wwan0, addressing: dhcp}
