@@ -40,7 +40,7 @@ probe=$("$OUT/benchdns" gen -out "$OUT" -n "$N" -snapshot "$SNAPSHOT" | tee /dev
 cats=$(cd "$OUT/ut1" && ls | paste -sd, -)
 cat >"$OUT/passerelle.yaml" <<YAML
 version: 1
-identity: {uai: 0599999Z, name: Bench, academy: lille}
+identity: {uai: 0599999Y, name: Bench, academy: lille}
 uplinks: [{name: renater, interface: wan0, address: 192.0.2.2/30, gateway: 192.0.2.1}]
 zones: [{name: peda, kind: pedagogical, interfaces: [lan0], subnet: 10.10.0.0/24, address: 10.10.0.1, dns_profile: bench}]
 dns:
