@@ -1,201 +1,228 @@
 package netif
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-type linuxSystem struct{}
+// linuxSystem is the thin executor under diff: it observes the kernel
+// through netlink and runs ops one netlink call (or sysctl write) each.
+// Deciding what to do is diff's job, not this one's.
+type linuxSystem struct {
+	// ns is the network namespace acted on; netns.None() means the
+	// daemon's own. Tests set it so they never touch the host.
+	ns netns.NsHandle
+	h  *netlink.Handle // opened on first use; the manager's mutex guards it
+}
 
-func newSystem() system { return linuxSystem{} }
+func newSystem() system { return newLinuxSystem(netns.None()) }
 
-func (linuxSystem) apply(ctx context.Context, log *slog.Logger, old, want *Plan) ([]string, error) {
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+func newLinuxSystem(ns netns.NsHandle) *linuxSystem { return &linuxSystem{ns: ns} }
+
+func (s *linuxSystem) handle() (*netlink.Handle, error) {
+	if s.h != nil {
+		return s.h, nil
+	}
+	var (
+		h   *netlink.Handle
+		err error
+	)
+	if s.ns.IsOpen() {
+		h, err = netlink.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("netlink: %w", err)
 	}
-	defer h.Close()
-
-	if err := writeSysctl("/proc/sys/net/ipv4/ip_forward", boolInt(want.Forwarding)); err != nil {
-		return nil, err
-	}
-	var missing []string
-	var errs []error
-	// Bridges first, so ports can join them.
-	for _, l := range want.Links {
-		if l.Bridge {
-			if err := ensureBridge(h, l.Name); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	for _, l := range want.Links {
-		if err := ctx.Err(); err != nil {
-			return missing, err
-		}
-		link, err := h.LinkByName(l.Name)
-		if err != nil {
-			var nf netlink.LinkNotFoundError
-			if errors.As(err, &nf) {
-				missing = append(missing, l.Name)
-				continue
-			}
-			errs = append(errs, fmt.Errorf("link %s: %w", l.Name, err))
-			continue
-		}
-		if err := applyLink(h, link, l, old); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if old != nil {
-		for _, l := range old.Links {
-			if _, keep := want.Link(l.Name); !keep {
-				if err := releaseLink(h, l); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
-	if err := removeLegacyRoutes(h); err != nil {
-		errs = append(errs, err)
-	}
-	return missing, errors.Join(errs...)
+	s.h = h
+	return h, nil
 }
 
-func writeSysctl(path string, v int) error {
-	if err := os.WriteFile(path, []byte(fmt.Sprintf("%d\n", v)), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s: %w", path, err)
+// retry repeats a netlink dump the kernel reports as interrupted (a link
+// or address changed during the dump).
+func retry[T any](dump func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for range 10 {
+		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
 	}
-	return nil
+	return v, err
 }
 
-func ensureBridge(h *netlink.Handle, name string) error {
-	if _, err := h.LinkByName(name); err == nil {
-		return nil
-	}
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
-	if err := h.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("bridge %s: create: %w", name, err)
-	}
-	return nil
-}
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
 
-func applyLink(h *netlink.Handle, link netlink.Link, l Link, old *Plan) error {
-	attrs := link.Attrs()
-	if l.MTU > 0 && attrs.MTU != l.MTU {
-		if err := h.LinkSetMTU(link, l.MTU); err != nil {
-			return fmt.Errorf("link %s: set mtu %d: %w", l.Name, l.MTU, err)
-		}
-	}
-	if l.Master != "" {
-		master, err := h.LinkByName(l.Master)
-		if err != nil {
-			return fmt.Errorf("link %s: bridge %s: %w", l.Name, l.Master, err)
-		}
-		if attrs.MasterIndex != master.Attrs().Index {
-			if err := h.LinkSetMaster(link, master); err != nil {
-				return fmt.Errorf("link %s: join bridge %s: %w", l.Name, l.Master, err)
-			}
-		}
-	} else if attrs.MasterIndex != 0 && wasPort(old, l.Name) {
-		if err := h.LinkSetNoMaster(link); err != nil {
-			return fmt.Errorf("link %s: leave bridge: %w", l.Name, err)
-		}
-	}
-	if attrs.Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(link); err != nil {
-			return fmt.Errorf("link %s: set up: %w", l.Name, err)
-		}
-	}
-	if l.DHCP {
-		return nil // the uplink manager's DHCP client owns them
-	}
-	return syncAddrs(h, link, l.Addrs)
-}
-
-func wasPort(old *Plan, name string) bool {
-	if old == nil {
-		return false
-	}
-	l, ok := old.Link(name)
-	return ok && l.Master != ""
-}
-
-// syncAddrs makes the link's global IPv4 addresses exactly want. The box
-// owns the interfaces named in its config, so other addresses are stale.
-func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error {
-	have, err := h.AddrList(link, netlink.FAMILY_V4)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("link %s: list addresses: %w", link.Attrs().Name, err)
-	}
-	var errs []error
-	for _, a := range have {
-		p := toPrefix(a.IPNet)
-		if a.Scope != int(netlink.SCOPE_UNIVERSE) || slices.Contains(want, p) {
-			continue
-		}
-		if err := h.AddrDel(link, &a); err != nil {
-			errs = append(errs, fmt.Errorf("link %s: remove address %s: %w", link.Attrs().Name, p, err))
-		}
-	}
-	for _, p := range want {
-		addr := &netlink.Addr{IPNet: toIPNet(p)}
-		if err := h.AddrReplace(link, addr); err != nil {
-			errs = append(errs, fmt.Errorf("link %s: add address %s: %w", link.Attrs().Name, p, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// releaseLink undoes what the box did to a link the new plan drops: its
-// addresses go, a bridge of ours is deleted, a port leaves its bridge.
-func releaseLink(h *netlink.Handle, l Link) error {
-	link, err := h.LinkByName(l.Name)
+func (s *linuxSystem) observe() (sysState, error) {
+	h, err := s.handle()
 	if err != nil {
-		return nil // already gone
+		return sysState{}, err
 	}
-	if l.Bridge {
-		if err := h.LinkDel(link); err != nil {
-			return fmt.Errorf("bridge %s: delete: %w", l.Name, err)
+	st := sysState{Links: map[string]linkState{}}
+	links, err := retry(h.LinkList)
+	if err != nil {
+		return st, fmt.Errorf("list links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		st.Links[a.Name] = linkState{
+			Bridge: l.Type() == "bridge",
+			Master: names[a.MasterIndex],
+			Up:     a.Flags&net.FlagUp != 0,
+			MTU:    a.MTU,
 		}
-		return nil
 	}
-	if l.Master != "" {
-		if err := h.LinkSetNoMaster(link); err != nil {
-			return fmt.Errorf("link %s: leave bridge: %w", l.Name, err)
+	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return st, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		name, ok := names[a.LinkIndex]
+		if !ok || a.Scope != int(netlink.SCOPE_UNIVERSE) {
+			continue
 		}
+		l := st.Links[name]
+		l.Addrs = append(l.Addrs, toPrefix(a.IPNet))
+		slices.SortFunc(l.Addrs, netip.Prefix.Compare)
+		st.Links[name] = l
 	}
-	if l.DHCP {
-		return nil // the uplink manager releases the lease and its address
+	routes, err := s.legacyRoutes(h)
+	if err != nil {
+		return st, err
 	}
-	return syncAddrs(h, link, nil)
+	st.LegacyRoutes = len(routes)
+	err = s.inNS(func() error {
+		b, err := os.ReadFile(ipForward)
+		st.Forwarding = strings.TrimSpace(string(b)) == "1"
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("sysctl net.ipv4.ip_forward: %w", err)
+	}
+	return st, nil
 }
 
-// removeLegacyRoutes deletes the main-table default routes that earlier
-// versions installed (protocol RouteProtocol): left in place, they would
-// override the uplink manager's policy routing.
-func removeLegacyRoutes(h *netlink.Handle) error {
-	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	have, err := h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("list routes: %w", err)
+func (s *linuxSystem) exec(o op) error {
+	if err := s.do(o); err != nil {
+		return fmt.Errorf("%s: %w", o, err)
 	}
-	var errs []error
-	for _, r := range have {
-		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("remove route %s: %w", r, err))
+	return nil
+}
+
+func (s *linuxSystem) do(o op) error {
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	switch o.kind {
+	case opForwarding:
+		return s.inNS(func() error { return os.WriteFile(ipForward, fmt.Appendf(nil, "%d\n", boolInt(o.on)), 0o644) })
+	case opCreateBridge:
+		return h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: o.link}})
+	case opRemoveLegacyRoutes:
+		routes, err := s.legacyRoutes(h)
+		if err != nil {
+			return err
 		}
+		var errs []error
+		for _, r := range routes {
+			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("%s: %w", r, err))
+			}
+		}
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	link, err := h.LinkByName(o.link)
+	if err != nil {
+		return err
+	}
+	switch o.kind {
+	case opDeleteBridge:
+		return h.LinkDel(link)
+	case opSetMTU:
+		return h.LinkSetMTU(link, o.mtu)
+	case opSetMaster:
+		master, err := h.LinkByName(o.master)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetMaster(link, master)
+	case opSetNoMaster:
+		return h.LinkSetNoMaster(link)
+	case opSetUp:
+		return h.LinkSetUp(link)
+	case opSetDown:
+		return h.LinkSetDown(link)
+	case opAddAddr:
+		return h.AddrReplace(link, &netlink.Addr{IPNet: toIPNet(o.addr)})
+	case opDelAddr:
+		err := h.AddrDel(link, &netlink.Addr{IPNet: toIPNet(o.addr)})
+		if errors.Is(err, unix.EADDRNOTAVAIL) {
+			return nil // already gone: the op's end is reached
+		}
+		return err
+	}
+	return fmt.Errorf("unknown op %d", int(o.kind))
+}
+
+// legacyRoutes lists the main-table routes that earlier versions installed
+// (protocol RouteProtocol): left in place, they would override the uplink
+// manager's policy routing.
+func (s *linuxSystem) legacyRoutes(h *netlink.Handle) ([]netlink.Route, error) {
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+	routes, err := retry(func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	return routes, nil
+}
+
+// inNS runs f in s's namespace: /proc/sys/net shows the namespace of the
+// thread that opens it, so a sysctl of another namespace is read and
+// written from a thread moved there.
+func (s *linuxSystem) inNS(f func() error) error {
+	if !s.ns.IsOpen() {
+		return f()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(s.ns); err != nil {
+			errc <- err
+			return
+		}
+		err = f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and ends with the goroutine
+		errc <- err
+	}()
+	return <-errc
 }
 
 func toIPNet(p netip.Prefix) *net.IPNet {

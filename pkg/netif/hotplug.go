@@ -7,13 +7,6 @@ import (
 	"passerelle/pkg/health"
 )
 
-// Warnings is where the manager reports missing interfaces (pkg/health's
-// Registry).
-type Warnings interface {
-	Raise(component, code string, sev health.Severity, message string)
-	Clear(code string)
-}
-
 // MissingCode is the health warning code of a missing interface.
 func MissingCode(name string) string { return "interface-missing:" + name }
 
@@ -25,18 +18,15 @@ func missingMessage(l Link) string {
 // and clears those that are back or no longer planned. Called with m.mu
 // held.
 func (m *Manager) reportMissing(want *Plan) {
-	if m.warn == nil {
-		return
-	}
 	for name := range m.warned {
 		if _, planned := want.Link(name); !planned || !slices.Contains(m.missing, name) {
-			m.warn.Clear(MissingCode(name))
+			m.health.Clear(MissingCode(name))
 			delete(m.warned, name)
 		}
 	}
 	for _, name := range m.missing {
 		l, _ := want.Link(name)
-		m.warn.Raise("interfaces", MissingCode(name), health.Warn, missingMessage(l))
+		m.health.Raise("interfaces", MissingCode(name), health.Warn, missingMessage(l))
 		m.warned[name] = true
 	}
 }

@@ -31,12 +31,17 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) watchLinks(ctx context.Context) error {
 	ch := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+	opts := netlink.LinkSubscribeOptions{
 		ListExisting: true, // links that appeared before we listened
 		ErrorCallback: func(err error) {
 			m.log.Debug("link subscription", "err", err)
 		},
-	})
+	}
+	// Listen where the executor acts (a test's namespace).
+	if ls, ok := m.sys.(*linuxSystem); ok && ls.ns.IsOpen() {
+		opts.Namespace = &ls.ns
+	}
+	err := netlink.LinkSubscribeWithOptions(ch, done, opts)
 	if err != nil {
 		close(done)
 		return err
@@ -70,7 +75,7 @@ func (m *Manager) linkChanged(ctx context.Context, ev linkEvent) {
 		m.reportMissing(m.applied)
 	case reapply:
 		m.log.Info("missing interface appeared; configuring it", "interface", ev.name)
-		missing, err := m.sys.apply(ctx, m.log, m.applied, m.applied)
+		missing, err := m.converge(ctx, m.applied)
 		m.missing = missing
 		m.reportMissing(m.applied)
 		if err != nil {

@@ -2,73 +2,41 @@ package netif
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
+	"passerelle/pkg/netnstest"
 )
 
 // TestRunConfiguresLinkWhenItAppears applies a plan in an empty network
 // namespace, runs the hotplug loop there, then creates the planned link:
 // the loop configures it and clears its warning.
 func TestRunConfiguresLinkWhenItAppears(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces)")
-	}
+	ns := netnstest.New(t)
+	h := ns.Handle()
 	reg := health.New(nil)
-	m := New(slog.New(slog.DiscardHandler), reg)
+	m := newManager(box.Deps{Health: reg}, newLinuxSystem(netns.NsHandle(ns.FD())))
 	plan := &Plan{Forwarding: true, Links: []Link{
 		{Name: "lan0", Role: "zone peda", Addrs: []netip.Prefix{netip.MustParsePrefix("10.10.0.1/24")}},
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
-	nsc := make(chan netns.NsHandle, 1)
-	done := make(chan error, 1)
-	go func() {
-		// The namespace lives as long as this thread, which is never
-		// given back to the runtime.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			nsc <- netns.None()
-			done <- err
-			return
-		}
-		ns, err := netns.Get()
-		if err != nil {
-			nsc <- netns.None()
-			done <- err
-			return
-		}
-		nsc <- ns
-		if err := m.Apply(ctx, plan); err != nil {
-			done <- err
-			return
-		}
-		done <- m.Run(ctx)
-	}()
-	ns := <-nsc
-	if !ns.IsOpen() {
-		t.Fatal(<-done)
+	if err := m.Apply(ctx, plan); err != nil {
+		t.Fatal(err)
 	}
-	defer ns.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)

@@ -2,36 +2,18 @@ package netif
 
 import (
 	"context"
-	"log/slog"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/health"
 )
 
-// fakeSystem plays the kernel: links in present exist, the others are
-// missing.
-type fakeSystem struct {
-	present []string
-	applies int
-}
-
-func (f *fakeSystem) apply(_ context.Context, _ *slog.Logger, _, want *Plan) ([]string, error) {
-	f.applies++
-	var missing []string
-	for _, l := range want.Links {
-		if !l.Bridge && !slices.Contains(f.present, l.Name) {
-			missing = append(missing, l.Name)
-		}
-	}
-	return missing, nil
-}
-
 func TestHotplugConfiguresMissingInterfaceWhenItAppears(t *testing.T) {
-	sys := &fakeSystem{present: []string{"wan0"}}
+	sys := newFake(physical("wan0"))
 	reg := health.New(nil)
-	m := &Manager{log: slog.New(slog.DiscardHandler), sys: sys, warn: reg, warned: map[string]bool{}}
+	m := newManager(box.Deps{Health: reg}, sys)
 	plan := &Plan{Links: []Link{
 		{Name: "wan0", Role: "uplink renater"},
 		{Name: "lan0", Role: "zone peda", Addrs: []netip.Prefix{netip.MustParsePrefix("10.10.0.1/24")}},
@@ -56,14 +38,14 @@ func TestHotplugConfiguresMissingInterfaceWhenItAppears(t *testing.T) {
 	// nothing.
 	m.linkChanged(context.Background(), linkEvent{name: "eth7"})
 	m.linkChanged(context.Background(), linkEvent{name: "wan0"})
-	if sys.applies != 1 {
-		t.Fatalf("%d applies after irrelevant events, want 1", sys.applies)
+	if ops := sys.take(); ops != "link wan0 up\n" {
+		t.Fatalf("ops after apply and irrelevant events:\n%s", ops)
 	}
 
-	sys.present = append(sys.present, "lan0")
+	sys.st.Links["lan0"] = linkState{MTU: 1500}
 	m.linkChanged(context.Background(), linkEvent{name: "lan0"})
-	if sys.applies != 2 {
-		t.Fatalf("%d applies after lan0 appeared, want 2", sys.applies)
+	if ops, want := sys.take(), "link lan0 up\naddr add 10.10.0.1/24 dev lan0\n"; ops != want {
+		t.Fatalf("ops after lan0 appeared:\n%s\nwant:\n%s", ops, want)
 	}
 	if got := codes(); !slices.Equal(got, []string{"interface-missing:wwan0"}) {
 		t.Fatalf("warnings after lan0 appeared = %v", got)
@@ -73,13 +55,13 @@ func TestHotplugConfiguresMissingInterfaceWhenItAppears(t *testing.T) {
 	}
 
 	// Unplugged: missing again, without a re-apply.
-	sys.present = []string{"wan0"}
+	delete(sys.st.Links, "lan0")
 	m.linkChanged(context.Background(), linkEvent{name: "lan0", removed: true})
 	if got := codes(); !slices.Equal(got, []string{"interface-missing:lan0", "interface-missing:wwan0"}) {
 		t.Fatalf("warnings after lan0 went away = %v", got)
 	}
-	if sys.applies != 2 {
-		t.Fatalf("%d applies after a removal, want 2", sys.applies)
+	if ops := sys.take(); ops != "" {
+		t.Fatalf("ops after a removal:\n%s", ops)
 	}
 
 	// A new plan without wwan0 clears its warning.

@@ -43,9 +43,6 @@ type Link struct {
 
 var _ box.Plan = (*Plan)(nil)
 
-// BridgeName names the bridge of a zone with several interfaces.
-func BridgeName(zone string) string { return "br-" + zone }
-
 // Compile plans the interfaces of a valid config.
 func Compile(cfg *config.Config) (*Plan, error) {
 	p := &Plan{Forwarding: true}
@@ -58,14 +55,18 @@ func Compile(cfg *config.Config) (*Plan, error) {
 		}
 		p.Links = append(p.Links, l)
 	}
-	for _, z := range cfg.Zones {
+	for i := range cfg.Zones {
+		z := &cfg.Zones[i]
 		addr := netip.PrefixFrom(z.Address, z.Subnet.Bits())
 		role := "zone " + z.Name
+		// The zone's device is named in pkg/config, so that the firewall,
+		// DHCP, DNS and time bind to the very link made here.
+		dev := z.Device()
 		if len(z.Interfaces) == 1 {
-			p.Links = append(p.Links, Link{Name: z.Interfaces[0], Role: role, Addrs: []netip.Prefix{addr}})
+			p.Links = append(p.Links, Link{Name: dev, Role: role, Addrs: []netip.Prefix{addr}})
 			continue
 		}
-		br := BridgeName(z.Name)
+		br := dev
 		if len(br) > 15 {
 			return nil, fmt.Errorf("zone %s: bridge name %s is longer than 15 characters", z.Name, br)
 		}
