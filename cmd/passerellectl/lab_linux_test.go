@@ -3,11 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,7 +28,7 @@ func TestLabDownAfterKilledRun(t *testing.T) {
 		t.Skip("lab test skipped in -short mode")
 	}
 	bin := filepath.Join(t.TempDir(), "passerellectl")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command(goTool(), "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	// Become the reaper of the orphans the kill makes, so the test can tell
@@ -136,4 +136,13 @@ func leftovers(t *testing.T, prefix string) string {
 		b.WriteString("state file\n")
 	}
 	return b.String()
+}
+
+// goTool is the go command to build and list with: the one on PATH, else
+// the toolchain's own.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(build.Default.GOROOT, "bin", "go")
 }

@@ -3,10 +3,10 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -26,13 +26,11 @@ var kernelLibraries = []string{
 const configImportPath = "passerelle/pkg/config"
 
 func TestNoKernelLibraries(t *testing.T) {
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		if goTool, err = exec.LookPath("go"); err != nil {
-			t.Skip("no go command to list dependencies with")
-		}
+	tool := goTool()
+	if _, err := os.Stat(tool); err != nil {
+		t.Skip("no go command to list dependencies with")
 	}
-	cmd := exec.Command(goTool, "list", "-deps", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, configImportPath)
+	cmd := exec.Command(tool, "list", "-deps", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, configImportPath)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -111,4 +109,13 @@ github.com/vishvananda/netlink github.com/vishvananda/netns golang.org/x/sys/uni
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// goTool is the go command to build and list with: the one on PATH, else
+// the toolchain's own.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(build.Default.GOROOT, "bin", "go")
 }

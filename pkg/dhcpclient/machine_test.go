@@ -221,7 +221,7 @@ func TestRestartWithoutAnswerFallsBackToDiscover(t *testing.T) {
 		Acquired: t0.Add(-time.Minute), Duration: time.Hour, T1: 30 * time.Minute, T2: 52 * time.Minute}
 	m := newTestMachine()
 	m.start(t0, kept)
-	now := t0
+	var now time.Time
 	for i := 1; i < maxRebootTries; i++ {
 		now = m.wake
 		only(t, m.timer(now))

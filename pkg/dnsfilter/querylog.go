@@ -29,13 +29,12 @@ type queryLog struct {
 	log     *slog.Logger
 	dropped prometheus.Counter
 
-	on      atomic.Bool // plan.LogBlocked, read without the lock
-	mu      sync.Mutex
-	plan    PrivacyPlan
-	ch      chan logEntry
-	keyDay  string
-	key     []byte
-	started bool
+	on     atomic.Bool // plan.LogBlocked, read without the lock
+	mu     sync.Mutex
+	plan   PrivacyPlan
+	ch     chan logEntry
+	keyDay string
+	key    []byte
 }
 
 type logEntry struct {

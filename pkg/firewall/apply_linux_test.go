@@ -27,10 +27,6 @@ func withoutComments(s string) string {
 	return b.String()
 }
 
-var counterValues = regexp.MustCompile(`packets \d+ bytes \d+`)
-
-func zeroCounters(s string) string { return counterValues.ReplaceAllString(s, "packets 0 bytes 0") }
-
 func compileFile(t testing.TB, path string) *Plan {
 	t.Helper()
 	p, err := Compile(loadConfig(t, path))

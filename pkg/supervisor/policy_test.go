@@ -8,7 +8,6 @@ import (
 // clock is a fake time source the tests move by hand.
 type clock struct{ t time.Time }
 
-func (c *clock) now() time.Time      { return c.t }
 func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
 func newClock() *clock               { return &clock{t: time.Date(2026, 11, 28, 8, 0, 0, 0, time.UTC)} }
 func (c *clock) run(h *history, ran time.Duration, code int) Decision {

@@ -8,11 +8,11 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -86,7 +86,7 @@ func readRules(doc []byte) (map[string]rule, error) {
 
 func goList(t *testing.T, root string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), append([]string{"list"}, args...)...)
+	cmd := exec.Command(goTool(), append([]string{"list"}, args...)...)
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -179,4 +179,13 @@ func TestReadRules(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("rules = %v, want %v", got, want)
 	}
+}
+
+// goTool is the go command to build and list with: the one on PATH, else
+// the toolchain's own.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(build.Default.GOROOT, "bin", "go")
 }
