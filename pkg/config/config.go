@@ -89,7 +89,7 @@ type DHCP struct {
 	RangeStart   netip.Addr    `yaml:"range_start" doc:"First address handed out; default the 10th host of the subnet."`
 	RangeEnd     netip.Addr    `yaml:"range_end" doc:"Last address handed out; default the last host but one."`
 	LeaseTime    Duration      `yaml:"lease_time" doc:"Lease duration (2m-30d); default 12h, 2h in guest zones."`
-	Domain       string        `yaml:"domain" doc:"Domain name given to clients; default <zone>.<hostname>.lan."`
+	Domain       string        `yaml:"domain" doc:"Domain name given to clients; default <zone>.<hostname>.<dns.local_domain>."`
 	Reservations []Reservation `yaml:"reservations" doc:"Fixed addresses for known devices."`
 }
 
@@ -147,6 +147,11 @@ type DNS struct {
 	Privacy             Privacy              `yaml:"privacy" doc:"What the resolver may record about queries."`
 	RateLimit           int                  `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
 	Race                bool                 `yaml:"race" doc:"Send each query to the two best upstreams at once and use the first answer (more upstream traffic, less latency)."`
+	// LocalDomain defaults to home.arpa (RFC 8375): reserved for local
+	// networks, never a public suffix, and delegated insecurely under
+	// .arpa, so validating clients accept the box's unsigned answers
+	// (a made-up TLD such as lan is provably absent from the signed root).
+	LocalDomain string `yaml:"local_domain" default:"home.arpa" doc:"Domain of the school's local names, answered by the box and never forwarded: <hostname>.<local_domain> is the box, <zone>.<hostname>.<local_domain> each zone's DHCP search domain, with its devices' names. Default home.arpa (RFC 8375, reserved for local networks)."`
 }
 
 // Upstream is one forwarding resolver.

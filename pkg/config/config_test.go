@@ -201,7 +201,7 @@ dns:
 		{"no range in a /29", dmz.DHCP.RangeStart, netip.Addr{}},
 		{"lease 12h", peda.DHCP.LeaseTime, Duration(12 * time.Hour)},
 		{"lease 2h in guest zones", guest.DHCP.LeaseTime, Duration(2 * time.Hour)},
-		{"dhcp domain", peda.DHCP.Domain, "peda.passerelle-0751234j.lan"},
+		{"dhcp domain", peda.DHCP.Domain, "peda.passerelle-0751234j.home.arpa"},
 		{"reservation without name", peda.DHCP.Reservations[0].Name, ""},
 		{"rule protocol", c.Firewall.Rules[0].Protocol, ProtoAny},
 		{"port forward protocol", c.Firewall.PortForwards[0].Protocol, ProtoTCP},
@@ -236,7 +236,7 @@ status_page:
 	if c.StatusPage.Zones == nil || len(c.StatusPage.Zones) != 0 {
 		t.Errorf("status_page.zones: [] means no zone, got %#v", c.StatusPage.Zones)
 	}
-	if c.Zones[0].DHCP.Domain != "peda.ecole-ferry.lan" {
+	if c.Zones[0].DHCP.Domain != "peda.ecole-ferry.home.arpa" {
 		t.Errorf("dhcp domain = %q, want it built from the explicit hostname", c.Zones[0].DHCP.Domain)
 	}
 }

@@ -48,8 +48,10 @@ func applyDerived(c *Config) {
 				d.LeaseTime = Duration(2 * time.Hour) // phones come and go
 			}
 		}
-		if d.Domain == "" && z.Name != "" && c.Identity.Hostname != "" {
-			d.Domain = z.Name + "." + c.Identity.Hostname + ".lan"
+		// The search domain lies under dns.local_domain, which the DNS
+		// filter answers itself: names typed by users never leave the box.
+		if d.Domain == "" && z.Name != "" && c.Identity.Hostname != "" && c.DNS.LocalDomain != "" {
+			d.Domain = z.Name + "." + c.Identity.Hostname + "." + c.DNS.LocalDomain
 		}
 		if z.Subnet.IsValid() && z.Subnet.Addr().Is4() && z.Subnet.Bits() <= 28 {
 			first, last := hostRange(z.Subnet.Masked())

@@ -582,6 +582,21 @@ func (v *validator) dns() {
 		v.errf("dns.privacy.directory", "%q is not an absolute path", d.Privacy.Directory)
 	}
 	v.intRange("dns.rate_limit", d.RateLimit, 10, 100000)
+	v.localDomain(d.LocalDomain)
+}
+
+// localDomain checks dns.local_domain: a domain name, outside the trees
+// the DNS filter already answers otherwise (reverse zones, mDNS's local,
+// localhost).
+func (v *validator) localDomain(s string) {
+	n := strings.TrimSuffix(strings.ToLower(s), ".")
+	switch {
+	case !validDomain(s):
+		v.errf("dns.local_domain", "%q is not a domain name (the default, home.arpa, is reserved for local networks by RFC 8375)", s)
+	case n == "arpa" || n == "in-addr.arpa" || n == "ip6.arpa" || strings.HasSuffix(n, ".in-addr.arpa") || strings.HasSuffix(n, ".ip6.arpa"),
+		n == "local" || strings.HasSuffix(n, ".local"), n == "localhost" || strings.HasSuffix(n, ".localhost"):
+		v.errf("dns.local_domain", "%q is reserved for another use (reverse lookups, mDNS or loopback): use home.arpa or a domain of your own", s)
+	}
 }
 
 // suggestCategory names the catalogue's closest category to a misspelt
