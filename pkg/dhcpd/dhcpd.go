@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +46,8 @@ type Server struct {
 	plan     *Plan
 	handlers map[string]*Handler
 	changed  chan struct{}
+	// version counts lease table changes (LeasesVersion).
+	version atomic.Uint64
 }
 
 var _ box.Service = (*Server)(nil)
@@ -111,6 +114,7 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 		} else {
 			s.clear(code)
 		}
+		h.changed = func() { s.version.Add(1) }
 		s.handlers[z.Name] = h
 	}
 	for name := range s.handlers {
@@ -120,6 +124,7 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 		}
 	}
 	s.plan = plan
+	s.version.Add(1)
 	select {
 	case s.changed <- struct{}{}:
 	default:

@@ -52,6 +52,9 @@ type Handler struct {
 	lim         *limiter
 	lastExhaust time.Time
 	storeErr    error // last failed save, nil once a save succeeds
+	// changed, when set, is called after every change of the table (the
+	// Server's LeasesVersion).
+	changed func()
 }
 
 // newHandler returns the handler of a zone with the leases of st. A store
@@ -321,6 +324,9 @@ func (h *Handler) nak(req *dhcpv4.DHCPv4, why string) (Reply, bool) {
 // the school keeps getting addresses, and the failure is counted, logged and
 // raised as a health warning by the Server.
 func (h *Handler) save() {
+	if h.changed != nil {
+		h.changed()
+	}
 	data, err := encodeLeases(h.zone.Name, h.t.records())
 	if err == nil {
 		err = h.store.Save(data)

@@ -47,7 +47,7 @@ func TestLeaseCarriesTheZoneOptions(t *testing.T) {
 			if !ack.ServerIdentifier().Equal(want) {
 				t.Errorf("server identifier %v, want %v", ack.ServerIdentifier(), want)
 			}
-			if ack.DomainName() != z.Domain || !strings.HasSuffix(z.Domain, ".lan") {
+			if ack.DomainName() != z.Domain || !strings.HasSuffix(z.Domain, ".home.arpa") {
 				t.Errorf("domain %q, want %q", ack.DomainName(), z.Domain)
 			}
 			wantLease := 12 * time.Hour
