@@ -29,6 +29,9 @@ type composition struct {
 	metrics *prometheus.Registry // also the Gatherer of /metrics and the push
 	sup     *supervisor.Supervisor
 	box     *box.Box
+	// components are the box's parts in apply order (tests compose
+	// their own box from them).
+	components []box.Component
 
 	// Components the daemon, or other components, talk to directly.
 	system  *boot.System
@@ -73,7 +76,7 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	c.fw = firewall.New(deps)
 	// The DNS filter hands the firewall the DoH addresses to drop.
 	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw})
-	c.box = box.New(log,
+	c.components = []box.Component{
 		c.system,
 		netif.New(deps),
 		c.uplinks,
@@ -81,6 +84,7 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 		dns,
 		dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir}),
 		timesync.New(deps, timesync.Options{Clock: o.clock}),
-	)
+	}
+	c.box = box.New(log, c.components...)
 	return c, nil
 }
