@@ -76,6 +76,11 @@ bench: build
 
 schema:
 	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json
+	$(GO) run ./cmd/passerellectl docs > docs/configuration.md
+
+# The configuration reference comes from the same struct tags as the schema.
+docs:
+	$(GO) run ./cmd/passerellectl docs > docs/configuration.md
 
 vet:
 	$(GO) vet ./...

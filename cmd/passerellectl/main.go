@@ -6,15 +6,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+
+	"passerelle/pkg/version"
 )
 
 const usage = `usage:
-  passerellectl validate FILE...        validate configurations
-  passerellectl render --template T --inventory CSV --out DIR
+  passerellectl validate [--json] FILE...
+                                        validate configurations
+  passerellectl render [--prune] [--json] --template T --inventory CSV --out DIR
                                         render one config per school of an inventory
   passerellectl schema                  print the configuration's JSON Schema
-  passerellectl lab up|down|status|exec run the virtual school network
+  passerellectl docs                    print the configuration reference (docs/configuration.md)
+  passerellectl lab up|down|status      run the virtual school network (Linux, root)
   passerellectl firewall compile CONFIG print the nftables table a configuration loads
+  passerellectl version                 print the version
 `
 
 func main() {
@@ -37,6 +43,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdLab(args[1:], stdout, stderr)
 	case "firewall":
 		return cmdFirewall(args[1:], stdout, stderr)
+	case "docs":
+		return cmdDocs(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "passerellectl %s (%s, %s %s/%s)\n", version.Version, version.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

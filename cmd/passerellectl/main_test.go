@@ -279,3 +279,126 @@ func TestRenderUnwritableOutput(t *testing.T) {
 		t.Errorf("stderr %q does not name the output directory problem", stderr)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "version")
+	if code != 0 || stderr != "" || !strings.HasPrefix(stdout, "passerellectl ") || strings.Count(stdout, "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+func TestDocsPrintsTheReference(t *testing.T) {
+	code, stdout, stderr := runCmd(t, "docs")
+	if code != 0 || stderr != "" || stdout != string(config.Reference()) {
+		t.Errorf("exit %d, stderr %q, stdout is not config.Reference()", code, stderr)
+	}
+}
+
+func TestValidateJSON(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "bad.yaml", "version: 1\nidentity:\n  uai: 0751234A\n")
+	code, stdout, stderr := runCmd(t, "validate", "--json", bad, "../../configs/examples/ecole.yaml")
+	if code != 1 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	var rep validateReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if rep.Checked != 2 || rep.Invalid != 1 || len(rep.Files) != 2 || rep.Files[0].Valid || !rep.Files[1].Valid {
+		t.Fatalf("report %+v", rep)
+	}
+	p := rep.Files[0].Problems[0]
+	if p.Line != 1 || p.Col != 1 || p.Path != "uplinks" || p.Text != bad+`:1:1: uplinks: missing (required): Internet links, most preferred first: Renater, then backups.` {
+		t.Errorf("first problem %+v", p)
+	}
+	var uai *validateProblem
+	for i := range rep.Files[0].Problems {
+		if rep.Files[0].Problems[i].Path == "identity.uai" {
+			uai = &rep.Files[0].Problems[i]
+		}
+	}
+	if uai == nil || uai.Line != 3 || uai.Col != 8 || !strings.Contains(uai.Message, "the check letter of 0751234 is J, not A") {
+		t.Errorf("uai problem %+v", uai)
+	}
+}
+
+func TestRenderStaleFilesPruneAndJSON(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if code, _, stderr := runCmd(t, "render", "--template", nocTemplate, "--inventory", nocInventory, "--out", out); code != 0 {
+		t.Fatalf("first render: exit %d\n%s", code, stderr)
+	}
+	// Two schools leave the inventory; a file that is no config stays.
+	data, err := os.ReadFile(nocInventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(l, "0330116X") && !strings.HasPrefix(l, "0333214P") {
+			kept = append(kept, l)
+		}
+	}
+	inv := writeFile(t, dir, "schools.csv", strings.Join(kept, "\n"))
+	writeFile(t, out, "README.txt", "not a config")
+
+	code, _, stderr := runCmd(t, "render", "--template", nocTemplate, "--inventory", inv, "--out", out)
+	want := "stale: " + filepath.Join(out, "0330116X.yaml") + ": no school of " + inv + " has this uai (remove it with --prune)\n" +
+		"stale: " + filepath.Join(out, "0333214P.yaml") + ": no school of " + inv + " has this uai (remove it with --prune)\n" +
+		"4 school(s) in " + inv + ": 4 written to " + out + ", 0 failed, 2 stale file(s) kept\n"
+	if code != 0 || stderr != want {
+		t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, stderr, want)
+	}
+	if _, err := os.Stat(filepath.Join(out, "0330116X.yaml")); err != nil {
+		t.Errorf("a stale file was removed without --prune: %v", err)
+	}
+
+	code, stdout, stderr := runCmd(t, "render", "--prune", "--json", "--template", nocTemplate, "--inventory", inv, "--out", out)
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	var rep renderReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if rep.Written != 4 || rep.Failed != 0 || len(rep.Schools) != 4 || strings.Join(rep.Pruned, ",") != "0330116X.yaml,0333214P.yaml" || len(rep.Stale) != 0 {
+		t.Errorf("report %+v", rep)
+	}
+	if s := rep.Schools[0]; !s.OK || s.UAI != "0330021U" || s.File != filepath.Join(out, "0330021U.yaml") {
+		t.Errorf("first school %+v", s)
+	}
+	entries, _ := os.ReadDir(out)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := "0330021U.yaml 0331460H.yaml 0331577K.yaml 0332346W.yaml README.txt"; strings.Join(names, " ") != want {
+		t.Errorf("output directory holds %s, want %s", strings.Join(names, " "), want)
+	}
+}
+
+func TestRenderJSONReportsProblems(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile(nocInventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := writeFile(t, dir, "schools.csv", string(data)+
+		"0330022V,Collège X,bordeaux,193.54.60.2/29,193.54.60.1,10.34.0.0/22,10.34.8.0/24,10.34.16.0/24\n")
+	code, stdout, _ := runCmd(t, "render", "--json", "--template", nocTemplate, "--inventory", inv, "--out", filepath.Join(dir, "out"))
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	var rep renderReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	if rep.Failed != 2 || rep.Written != 5 {
+		t.Fatalf("report %+v", rep)
+	}
+	p := rep.Schools[6].Problems[0]
+	if p.Path != "uplinks[0].address" || p.Message != "193.54.60.2 is also the uplink address of line 5 (uai 0330021U): each school has its own" {
+		t.Errorf("problem %+v", p)
+	}
+}

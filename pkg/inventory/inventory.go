@@ -19,6 +19,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"passerelle/pkg/config"
 )
 
 // UAIColumn is the column every inventory must have: the school code, which
@@ -35,6 +37,7 @@ type Inventory struct {
 	Name    string   // file name used in messages, e.g. schools.csv
 	Columns []string // header, in file order
 	Rows    []Row
+	comma   rune // the separator: , or ;
 }
 
 // Row is one school of the inventory.
@@ -67,7 +70,7 @@ func ParseInventory(name string, data []byte) (*Inventory, error) {
 		return nil, fmt.Errorf("%s: header: %w", name, err)
 	}
 	headerLine, _ := r.FieldPos(0)
-	inv := &Inventory{Name: name}
+	inv := &Inventory{Name: name, comma: r.Comma}
 	if err := inv.setColumns(header, headerLine); err != nil {
 		return nil, err
 	}
@@ -144,7 +147,7 @@ func (inv *Inventory) row(line int, rec []string) Row {
 		}
 	}
 	if len(rec) != len(inv.Columns) {
-		row.Errs = []error{fmt.Errorf("%d fields, but the header has %d columns", len(rec), len(inv.Columns))}
+		row.Errs = []error{fmt.Errorf("%d fields, but the header has %d columns%s", len(rec), len(inv.Columns), inv.commaHint(rec))}
 		return row
 	}
 	values := make(map[string]string, len(rec))
@@ -163,10 +166,34 @@ func (inv *Inventory) row(line int, rec []string) Row {
 	}
 	if row.UAI == "" {
 		row.Errs = append(row.Errs, fmt.Errorf("column %s is empty", UAIColumn))
+	} else if err := config.CheckUAI(row.UAI); err != nil {
+		// Checked here rather than in the rendered config: the UAI names
+		// the output file, and a wrong letter is a typo in the inventory.
+		row.Errs = append(row.Errs, fmt.Errorf("column %s: %v", UAIColumn, err))
 	}
 	if len(row.Errs) > 0 {
 		return row
 	}
 	row.Values = values
 	return row
+}
+
+// commaHint explains a row with more fields than columns when a value
+// holding a comma was not quoted, as a school name often does ("Collège
+// Les Eyquems, Mérignac"): it names the column and shows the value quoted.
+func (inv *Inventory) commaHint(rec []string) string {
+	extra := len(rec) - len(inv.Columns)
+	if inv.comma != ',' || extra <= 0 {
+		return ""
+	}
+	// The value that was split goes on after a comma followed by a
+	// space; with none, the hint cannot say which one it is.
+	for i := 1; i+extra <= len(rec) && i <= len(inv.Columns); i++ {
+		if !strings.HasPrefix(rec[i], " ") {
+			continue
+		}
+		value := strings.TrimSpace(strings.Join(rec[i-1:i+extra], ","))
+		return fmt.Sprintf(": does column %s hold an unquoted comma? Write it in double quotes: \"%s\"", inv.Columns[i-1], strings.ReplaceAll(value, `"`, `""`))
+	}
+	return ": a value holding a comma must be written in double quotes"
 }

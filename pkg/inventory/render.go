@@ -93,6 +93,7 @@ func Render(t *Template, inv *Inventory) ([]Result, error) {
 	}
 	duplicateUAIs(inv.Name, results)
 	overlappingRoutes(inv.Name, results)
+	sharedUplinkAddresses(inv.Name, results)
 	for i := range results {
 		if !results[i].OK() {
 			results[i].Output, results[i].Config = nil, nil
@@ -200,6 +201,45 @@ func overlappingRoutes(file string, results []Result) {
 			ra, rb := &results[a.res], &results[b.res]
 			ra.fail(file, fmt.Sprintf("tunnel.advertise_routes[%d]", a.index), fmt.Sprintf("%s overlaps %s, advertised by line %d (uai %s)", a.p, b.p, rb.Line, rb.UAI))
 			rb.fail(file, fmt.Sprintf("tunnel.advertise_routes[%d]", b.index), fmt.Sprintf("%s overlaps %s, advertised by line %d (uai %s)", b.p, a.p, ra.Line, ra.UAI))
+		}
+	}
+}
+
+// sharedUplinkAddresses fails rows whose uplink has the address another
+// school's uplink has: one of the two rows is wrong, and both boxes would
+// fight over the address (Renater gives each school its own link).
+func sharedUplinkAddresses(file string, results []Result) {
+	type use struct{ res, index int }
+	users := map[netip.Addr][]use{}
+	for i, r := range results {
+		if r.Config == nil {
+			continue
+		}
+		for j, u := range r.Config.Uplinks {
+			if u.Address.IsValid() {
+				a := u.Address.Addr()
+				users[a] = append(users[a], use{i, j})
+			}
+		}
+	}
+	for i := range results {
+		r := &results[i]
+		if r.Config == nil {
+			continue
+		}
+		for j, u := range r.Config.Uplinks {
+			if !u.Address.IsValid() {
+				continue
+			}
+			var others []string
+			for _, o := range users[u.Address.Addr()] {
+				if o.res != i {
+					others = append(others, fmt.Sprintf("line %d (uai %s)", results[o.res].Line, results[o.res].UAI))
+				}
+			}
+			if len(others) > 0 {
+				r.fail(file, fmt.Sprintf("uplinks[%d].address", j), fmt.Sprintf("%s is also the uplink address of %s: each school has its own", u.Address.Addr(), strings.Join(others, ", ")))
+			}
 		}
 	}
 }

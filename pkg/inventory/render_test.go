@@ -164,8 +164,33 @@ func TestRenderReportsBadRowsAndRendersTheOthers(t *testing.T) {
 			errs: []string{
 				`schools.csv:2: uai 0751234J: identity.academy: "Paris" is not an academy name`,
 				`schools.csv:2: uai 0751234J: zones[0].subnet: prefix length /30 is out of range /16-/29`,
-				`schools.csv:3: uai 0751235b: identity.uai: "0751235b" is not a UAI`,
+				`schools.csv:3: uai 0751235b: column uai: "0751235b" is not a UAI`,
 			},
+		},
+		{
+			name: "a UAI whose check letter does not match its digits",
+			rows: "0751234A,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/24\n",
+			ok:   []int{3},
+			errs: []string{`schools.csv:2: uai 0751234A: column uai: "0751234A" is not a UAI: the check letter of 0751234 is J, not A (is a digit or the letter mistyped?)`},
+		},
+		{
+			name: "the same uplink address at two schools",
+			rows: "0751234J,A,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.6/30,10.75.13.0/24\n" +
+				"0751236L,C,paris,193.50.10.14/30,10.76.0.0/24\n",
+			ok: []int{4},
+			errs: []string{
+				"schools.csv:2: uai 0751234J: uplinks[0].address: 193.50.10.6 is also the uplink address of line 3 (uai 0751235K): each school has its own",
+				"schools.csv:3: uai 0751235K: uplinks[0].address: 193.50.10.6 is also the uplink address of line 2 (uai 0751234J): each school has its own",
+			},
+		},
+		{
+			name: "an unquoted comma in a name",
+			rows: "0751234J,École Jules Ferry, Paris 12e,paris,193.50.10.6/30,10.75.12.0/24\n" +
+				"0751235K,B,paris,193.50.10.10/30,10.75.13.0/24\n",
+			ok:   []int{3},
+			errs: []string{`schools.csv:2: uai 0751234J: 6 fields, but the header has 5 columns: does column name hold an unquoted comma? Write it in double quotes: "École Jules Ferry, Paris 12e"`},
 		},
 		{
 			name: "template writing another school's uai",

@@ -80,3 +80,45 @@ func WriteResults(dir string, results []Result) (int, error) {
 	}
 	return written, nil
 }
+
+// StaleFiles returns the names of the configurations in dir (NAME.yaml)
+// that no row of the inventory names: schools removed from it, whose old
+// configuration would otherwise stay beside the new ones, and be pushed.
+// A row that failed still names its file. A missing dir has none.
+func StaleFiles(dir string, results []Result) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	known := make(map[string]bool, len(results))
+	for _, r := range results {
+		known[r.UAI+".yaml"] = true
+	}
+	var stale []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".yaml") && !known[e.Name()] {
+			stale = append(stale, e.Name())
+		}
+	}
+	return stale, nil // os.ReadDir sorts by name
+}
+
+// Prune removes the named files from dir (the result of StaleFiles) and
+// makes the removals durable. It stops at the first error.
+func Prune(dir string, names []string) error {
+	for _, n := range names {
+		if n != filepath.Base(n) || !strings.HasSuffix(n, ".yaml") {
+			return fmt.Errorf("prune: %q is not a configuration file name", n)
+		}
+		if err := os.Remove(filepath.Join(dir, n)); err != nil {
+			return fmt.Errorf("prune: %w", err)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return atomicfile.SyncDir(dir)
+}
