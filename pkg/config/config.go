@@ -70,6 +70,9 @@ type Probe struct {
 	UpAfter      int          `yaml:"up_after" default:"5" doc:"Good rounds in a row before an offline link is used again (1-1000)."`
 	DegradedRTT  Duration     `yaml:"degraded_rtt" default:"250ms" doc:"Round-trip time above which the link is degraded."`
 	DegradedLoss int          `yaml:"degraded_loss" default:"20" doc:"Loss percentage over the last rounds above which the link is degraded (1-100)."`
+	// StandbyInterval and StandbyBudgetMB: issue 13 (metered backups).
+	StandbyInterval Duration `yaml:"standby_interval" default:"10s" doc:"Time between probe rounds while the link is a standby backup: it carries no new connections and every preferred link is online and passing its probes; full rate (interval) otherwise (interval-10m)."`
+	StandbyBudgetMB int      `yaml:"standby_budget_mb" doc:"Read-only, derived: megabytes a month the probes cost while the link is a standby backup (Ethernet frames of every probe and answer at standby_interval); a value given is replaced."`
 }
 
 // Zone is one LAN segment of the school.

@@ -205,9 +205,10 @@ dns:
 		{"reservation without name", peda.DHCP.Reservations[0].Name, ""},
 		{"rule protocol", c.Firewall.Rules[0].Protocol, ProtoAny},
 		{"port forward protocol", c.Firewall.PortForwards[0].Protocol, ProtoTCP},
-		{"default upstreams: Renater", c.DNS.Upstreams, []Upstream{
+		{"default upstreams: Renater, then Quad9", c.DNS.Upstreams, []Upstream{
 			{Address: netip.MustParseAddrPort("193.51.24.1:53")},
 			{Address: netip.MustParseAddrPort("193.51.25.1:53")},
+			{Address: netip.MustParseAddrPort("9.9.9.9:53")},
 		}},
 		{"profile safe_search", c.DNS.Profiles[0].SafeSearch, SafeSearchStrict},
 		{"profile block_response", c.DNS.Profiles[0].BlockResponse, BlockNXDomain},

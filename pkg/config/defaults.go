@@ -12,8 +12,29 @@ import (
 // other fields). `passerelle check-config --print-effective` shows the result.
 
 // DefaultUpstreams are Renater's public resolvers, used when dns.upstreams
-// is empty.
-var defaultUpstreams = []string{"193.51.24.1:53", "193.51.25.1:53"}
+// is empty, then Quad9 (a non-profit public resolver that keeps no client
+// address) as a last resort, so the school keeps DNS when both of
+// Renater's stop (issue 13; docs/privacy.md).
+var defaultUpstreams = []string{"193.51.24.1:53", "193.51.25.1:53", "9.9.9.9:53"}
+
+// standbyBudgetMB is what a standby link's probes cost a month (30 days),
+// in MB: Ethernet frames of each probe and its answer, per target, at
+// standby_interval. pkg/uplink sends two ICMP or DNS probes per target
+// and round, one HTTP request.
+func standbyBudgetMB(p Probe) int {
+	if p.StandbyInterval <= 0 {
+		return 0
+	}
+	per, exchange := 2, 130 // echo request and reply: 14+20+8+23 bytes each
+	switch p.Kind {
+	case ProbeDNS:
+		exchange = 60 + 540 // ". NS" and the root servers' list
+	case ProbeHTTP:
+		per, exchange = 1, 1200 // handshake, HEAD, response, close
+	}
+	rounds := float64(30*24*time.Hour) / float64(p.StandbyInterval.D())
+	return int(rounds*float64(len(p.Targets)*per*exchange)/1e6 + 0.5)
+}
 
 // New returns a Config holding every static default, as if decoded from an
 // empty document.
@@ -35,6 +56,7 @@ func applyDerived(c *Config) {
 		if p.Quorum == 0 {
 			p.Quorum = len(p.Targets)/2 + 1
 		}
+		p.StandbyBudgetMB = standbyBudgetMB(*p)
 		if u := &c.Uplinks[i]; u.Addressing == AddressingDHCP && u.LeaseFile == "" && u.Name != "" {
 			u.LeaseFile = "/perm/uplink/" + u.Name + ".lease"
 		}

@@ -240,6 +240,7 @@ func (v *validator) probe(p string, pr Probe) {
 	v.intRange(p+".up_after", pr.UpAfter, 1, 1000)
 	v.duration(p+".degraded_rtt", pr.DegradedRTT, time.Millisecond, 10*time.Second)
 	v.intRange(p+".degraded_loss", pr.DegradedLoss, 1, 100)
+	v.duration(p+".standby_interval", pr.StandbyInterval, max(pr.Interval.D(), 50*time.Millisecond), 10*time.Minute)
 }
 
 var reservedEnds = map[string]bool{EndInternet: true, EndTunnel: true, EndBox: true, "wan": true, "academy": true}

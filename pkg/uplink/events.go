@@ -12,6 +12,12 @@ const (
 	EventState  EventKind = "state"  // an uplink went online, degraded or offline
 	EventSwitch EventKind = "switch" // new flows now use other uplinks
 	EventLease  EventKind = "lease"  // a DHCP uplink got, changed or lost its address
+	// EventDamping: an uplink flaps and is held down longer, or is
+	// stable again.
+	EventDamping EventKind = "damping"
+	// EventTarget: a probe target stopped answering while the others
+	// answer, or answers again.
+	EventTarget EventKind = "target"
 )
 
 // Event is one thing that happened to the uplinks, said in plain words for

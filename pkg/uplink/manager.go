@@ -75,7 +75,23 @@ type link struct {
 	sent, answered uint64 // probes, since the link appeared
 	last           Round
 	ifindex        int // of its interface as last reported; 0: absent or not yet reported
+
+	// keep: the link is offline by its probes but still received traffic
+	// (rx packets) while they failed, so its connections are kept until
+	// that evidence stops (see aliveRxPackets).
+	keep       bool
+	rxMark     uint64 // rx packets at the first failed round, or the last check while kept
+	keptRounds int
+	silent     string // the silent targets last reported
+	lastLaunch time.Time
 }
+
+// aliveRxPackets: a link whose probes all fail but that received at
+// least this many packets meanwhile (down_after rounds, under a second
+// at the defaults) still carries traffic: only its probe targets are
+// unreachable. Its connections are then not deleted (issue 13); a dead
+// link receives next to nothing (an ARP exchange now and then).
+const aliveRxPackets = 10
 
 func (l *link) gateway() netip.Addr {
 	if l.cfg.DHCP {
@@ -112,6 +128,9 @@ func New(d box.Deps, opts Options) *Manager {
 	}
 	if m.sys == nil {
 		m.sys = newSystem(log)
+	}
+	if m.now == nil {
+		m.now = time.Now
 	}
 	if reg != nil {
 		if err := reg.Register(&collector{m: m}); err != nil {
@@ -210,13 +229,17 @@ func (m *Manager) startWorkers() {
 	}
 	for _, lk := range m.links {
 		cfg := lk.cfg
-		if key := fmt.Sprintf("%s|%d|%#x|%v", cfg.Interface, cfg.Index, cfg.Mark, cfg.Probe); key != lk.probeKey {
+		servers := m.plan.DNSServers
+		if key := fmt.Sprintf("%s|%d|%#x|%v|%v", cfg.Interface, cfg.Index, cfg.Mark, cfg.Probe, servers); key != lk.probeKey {
 			if lk.stopProbe != nil {
 				lk.stopProbe()
 			}
 			ctx, cancel := context.WithCancel(m.runCtx)
 			lk.probeKey, lk.stopProbe = key, cancel
 			m.wg.Go(func() { m.probeLoop(ctx, lk, cfg) })
+			if len(servers) > 0 {
+				m.wg.Go(func() { m.dnsLoop(ctx, lk, cfg, servers) })
+			}
 		}
 		key := ""
 		if cfg.DHCP {
@@ -294,13 +317,17 @@ func (m *Manager) reselect(now time.Time, why string, force bool) error {
 	changed, err := m.install(now, why, force)
 	if changed {
 		for _, l := range m.plan.Links {
-			if lk := m.links[l.Name]; lk.tr.state == StateOffline {
+			if lk := m.links[l.Name]; m.dead(lk) {
 				m.flush(lk)
 			}
 		}
 	}
 	return err
 }
+
+// dead says whether a link's connections are beyond saving: offline, and
+// not still receiving traffic (see aliveRxPackets). m.mu is held.
+func (m *Manager) dead(lk *link) bool { return lk.tr.state == StateOffline && !lk.keep }
 
 // flush deletes the connections of a link. m.mu is held.
 func (m *Manager) flush(lk *link) {
@@ -310,7 +337,7 @@ func (m *Manager) flush(lk *link) {
 		m.log.Error("could not delete the connections of a dead uplink", "uplink", lk.cfg.Name, "err", err)
 		return
 	}
-	m.log.Info("connections of the dead uplink deleted", "uplink", lk.cfg.Name, "unmarked", n, "took", time.Since(start))
+	m.log.Info("connections of the dead uplink deleted", "event", "uplink-flush", "uplink", lk.cfg.Name, "unmarked", n, "took", time.Since(start))
 }
 
 // install is reselect's choice and switch; it reports whether the choice
@@ -377,6 +404,10 @@ func (m *Manager) probeLoop(ctx context.Context, lk *link, cfg Link) {
 	pending := map[uint64]Round{}
 	var seq, next uint64 = 0, 1
 	launch := func() {
+		to, lateLimit, ok := m.launchRound(lk)
+		if !ok {
+			return // a standby link between its slow rounds
+		}
 		seq++
 		start := m.now()
 		if pr == nil {
@@ -389,7 +420,7 @@ func (m *Manager) probeLoop(ctx context.Context, lk *link, cfg Link) {
 		}
 		s, p := seq, pr
 		rounds.Go(func() {
-			r := runRound(ctx, p, cfg.Probe, s, start)
+			r := runRound(ctx, p, cfg.Probe, s, start, to, lateLimit, func(rtt time.Duration) { m.lateAnswer(lk, rtt) })
 			select {
 			case results <- r:
 			case <-ctx.Done():
@@ -435,11 +466,61 @@ func probesPerTarget(k config.ProbeKind) int {
 	return 2
 }
 
-// runRound probes every target and waits for the answers, up to the
-// timeout.
-func runRound(ctx context.Context, pr prober, p Probe, seq uint64, start time.Time) Round {
-	ctx, cancel := context.WithTimeout(ctx, p.Timeout)
-	defer cancel()
+// launchRound says whether the link's prober launches a round now, and
+// with which timeout and late limit. A standby link is probed every
+// standby_interval instead of every interval: one that carries no new
+// flows while every link preferred to it is online and passing its
+// rounds (issue 13: probing a metered backup at full rate costs
+// gigabytes a month). As soon as a preferred link fails a round, loses
+// its carrier or is not online, every link is probed at full rate.
+func (m *Manager) launchRound(lk *link) (timeout, lateLimit time.Duration, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	if m.standby(lk) && !lk.lastLaunch.IsZero() && now.Sub(lk.lastLaunch) < lk.cfg.Probe.StandbyInterval-lk.cfg.Probe.Interval/2 {
+		return 0, 0, false
+	}
+	lk.lastLaunch = now
+	return lk.tr.roundTimeout(), lk.tr.lateLimit(), true
+}
+
+// standby reports whether a link may be probed slowly. m.mu is held.
+func (m *Manager) standby(lk *link) bool {
+	if m.plan == nil || lk.cfg.Probe.StandbyInterval <= lk.cfg.Probe.Interval || !m.selSet || m.sel.Fallback || m.sel.has(lk.cfg.Index) {
+		return false
+	}
+	preferred := false
+	for _, l := range m.plan.Links {
+		if l.Priority >= lk.cfg.Priority {
+			continue
+		}
+		preferred = true
+		o := m.links[l.Name]
+		if o.tr.state != StateOnline || !o.tr.carrier || o.tr.fails > 0 || !o.gateway().IsValid() {
+			return false // the primary is in doubt
+		}
+	}
+	return preferred
+}
+
+// lateAnswer records an answer that came after its round's timeout.
+func (m *Manager) lateAnswer(lk *link, rtt time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.links[lk.cfg.Name] != lk {
+		return
+	}
+	lk.tr.late(rtt)
+}
+
+// runRound probes every target and waits for the answers up to timeout;
+// answers that come later, up to lateLimit, are handed to late.
+func runRound(ctx context.Context, pr prober, p Probe, seq uint64, start time.Time, timeout, lateLimit time.Duration, late func(time.Duration)) Round {
+	if timeout <= 0 {
+		timeout = p.Timeout
+	}
+	lateLimit = max(lateLimit, timeout)
+	ctx, cancel := context.WithTimeout(ctx, lateLimit)
 	n := probesPerTarget(p.Kind)
 	type answer struct {
 		target int
@@ -455,10 +536,20 @@ func runRound(ctx context.Context, pr prober, p Probe, seq uint64, start time.Ti
 			}()
 		}
 	}
-	r := Round{Seq: seq, Start: start, Sent: len(p.Targets) * n}
+	r := Round{Seq: seq, Start: start, Sent: len(p.Targets) * n, PerTarget: make([]int, len(p.Targets))}
 	best := make([]time.Duration, len(p.Targets))
-	for range r.Sent {
-		a := <-ch
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	got := 0
+collect:
+	for got < r.Sent {
+		var a answer
+		select {
+		case a = <-ch:
+			got++
+		case <-timer.C:
+			break collect
+		}
 		if a.err != nil {
 			if r.Err == nil && !errors.Is(a.err, context.DeadlineExceeded) && !errors.Is(a.err, context.Canceled) {
 				r.Err = a.err
@@ -466,9 +557,25 @@ func runRound(ctx context.Context, pr prober, p Probe, seq uint64, start time.Ti
 			continue
 		}
 		r.Answered++
+		r.PerTarget[a.target]++
 		if best[a.target] == 0 || a.rtt < best[a.target] {
 			best[a.target] = max(a.rtt, time.Nanosecond)
 		}
+	}
+	if got < r.Sent {
+		// The rest may still come, late: they prove the link alive.
+		go func() {
+			defer cancel()
+			seen := false
+			for ; got < r.Sent; got++ {
+				if a := <-ch; a.err == nil && !seen && late != nil {
+					seen = true // one sample per round
+					late(a.rtt)
+				}
+			}
+		}()
+	} else {
+		cancel()
 	}
 	var sum time.Duration
 	for _, b := range best {
@@ -495,7 +602,161 @@ func (m *Manager) roundDone(lk *link, r Round) {
 	lk.last = r
 	now := m.now()
 	prev := lk.tr.state
-	if lk.tr.round(r, now) {
+	changed := lk.tr.round(r, now)
+	if lk.tr.fails == 1 && lk.tr.state != StateOffline {
+		lk.rxMark, _ = m.sys.rxPackets(lk.cfg.Interface)
+	}
+	if changed {
+		m.stateChanged(lk, prev, now)
+	} else if lk.keep && lk.tr.state == StateOffline {
+		m.checkKept(lk, now)
+	}
+	m.reportDamping(lk, now)
+	m.reportSilent(lk, now)
+}
+
+// checkKept deletes the connections of an offline link kept for its
+// traffic once it stops receiving any. m.mu is held.
+func (m *Manager) checkKept(lk *link, now time.Time) {
+	lk.keptRounds++
+	if lk.keptRounds < lk.cfg.Probe.DownAfter {
+		return
+	}
+	lk.keptRounds = 0
+	rx, ok := m.sys.rxPackets(lk.cfg.Interface)
+	n := rx - lk.rxMark
+	lk.rxMark = rx
+	if ok && n >= aliveRxPackets {
+		return
+	}
+	lk.keep = false
+	msg := fmt.Sprintf("%s stopped receiving traffic (%d packets in %d rounds): its connections are deleted", lk.cfg.Name, n, lk.cfg.Probe.DownAfter)
+	m.events.add(Event{Time: now, Kind: EventState, Uplink: lk.cfg.Name, Message: msg})
+	m.flush(lk)
+}
+
+// reportDamping logs a change of a link's flap damping. m.mu is held.
+func (m *Manager) reportDamping(lk *link, now time.Time) {
+	d := lk.tr.takeDamping()
+	if d == "" {
+		return
+	}
+	msg := lk.cfg.Name + " " + d
+	m.events.add(Event{Time: now, Kind: EventDamping, Uplink: lk.cfg.Name, Message: msg})
+	m.log.Warn("uplink flap damping", "event", "uplink-damping", "uplink", lk.cfg.Name, "hold", lk.tr.hold.String(), "flaps", lk.tr.flaps, "why", d)
+	m.updateWarnings()
+}
+
+// reportSilent reports the probe targets of a link that stopped
+// answering while others answer, and those that answer again. m.mu is
+// held.
+func (m *Manager) reportSilent(lk *link, now time.Time) {
+	var names []string
+	for _, a := range lk.tr.silentTargets() {
+		names = append(names, a.String())
+	}
+	cur := strings.Join(names, ", ")
+	if cur == lk.silent {
+		return
+	}
+	lk.silent = cur
+	code := "uplink-probe-target-silent:" + lk.cfg.Name
+	if cur == "" {
+		m.warn.Clear(code)
+		m.events.add(Event{Time: now, Kind: EventTarget, Uplink: lk.cfg.Name, Message: fmt.Sprintf("every probe target of %s answers again", lk.cfg.Name)})
+		m.log.Info("uplink probe targets answer", "event", "uplink-target-silent", "uplink", lk.cfg.Name, "targets", "")
+		return
+	}
+	msg := fmt.Sprintf("probe target %s of %s does not answer while the others do: it is left out of the loss figure (filtered or down; check the uplink's probe targets)", cur, lk.cfg.Name)
+	m.events.add(Event{Time: now, Kind: EventTarget, Uplink: lk.cfg.Name, Message: msg})
+	m.warn.Raise("uplinks", code, health.Warn, "Uplink "+lk.cfg.Name+": "+msg+".")
+	m.log.Warn("uplink probe target silent", "event", "uplink-target-silent", "uplink", lk.cfg.Name, "targets", cur)
+}
+
+// dnsCheckEvery: how often the DNS upstreams are asked through each
+// uplink that is not a standby; dnsCheckTimeout: how long an answer is
+// awaited.
+const (
+	dnsCheckEvery   = time.Second
+	dnsCheckTimeout = time.Second
+)
+
+// dnsLoop asks the DNS upstreams that follow the active uplink through
+// this link: when none answers for dnsDownAfter checks in a row while
+// the probes pass, the link is degraded (issue 13: an ISP that forwards
+// everything but DNS), so new flows and the box's own DNS queries move
+// to a link that carries DNS.
+func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []netip.AddrPort) {
+	tick := time.NewTicker(dnsCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		// A standby link is not asked: its DNS matters once it may carry
+		// traffic, and then every link runs at full rate. This keeps a
+		// metered backup's cost to its probes.
+		m.mu.Lock()
+		skip := m.standby(lk) || !lk.tr.carrier || lk.tr.state == StateOffline
+		m.mu.Unlock()
+		if skip {
+			continue
+		}
+		ok, why := checkDNS(ctx, m.sys, cfg, servers)
+		if ctx.Err() != nil {
+			return
+		}
+		m.dnsDone(lk, ok, why)
+	}
+}
+
+// checkDNS asks every server at once; one answer is enough.
+func checkDNS(ctx context.Context, sys system, cfg Link, servers []netip.AddrPort) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, dnsCheckTimeout)
+	defer cancel()
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errs <- sys.checkDNS(ctx, cfg, s) }()
+	}
+	var first error
+	for range servers {
+		err := <-errs
+		if err == nil {
+			cancel()
+			return true, ""
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	names := make([]string, len(servers))
+	for i, s := range servers {
+		names[i] = s.String()
+	}
+	why := fmt.Sprintf("no DNS upstream (%s) answered through it within %s", strings.Join(names, ", "), dnsCheckTimeout)
+	if first != nil && !errors.Is(first, context.DeadlineExceeded) {
+		why += ": " + first.Error()
+	}
+	return false, why
+}
+
+// dnsDone feeds a DNS check to the link's tracker.
+func (m *Manager) dnsDone(lk *link, ok bool, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.links[lk.cfg.Name] != lk {
+		return
+	}
+	now := m.now()
+	prev := lk.tr.state
+	was := lk.tr.dnsBroken
+	changed := lk.tr.dnsResult(ok, why, now)
+	if was != lk.tr.dnsBroken {
+		m.log.Warn("uplink dns check", "event", "uplink-dns", "uplink", lk.cfg.Name, "ok", !lk.tr.dnsBroken, "why", why)
+	}
+	if changed {
 		m.stateChanged(lk, prev, now)
 	}
 }
@@ -533,7 +794,23 @@ func (m *Manager) carrierChanged(ifname string, up bool, index int) {
 		if lk.tr.carrier == up && !appeared {
 			continue
 		}
+		if up && index != 0 {
+			// The neighbour entry of the gateway went with the carrier;
+			// resolve it now rather than when the first packet waits
+			// for it (issue 13: up to 0.7 s after a total outage).
+			if gw := lk.gateway(); gw.IsValid() {
+				if err := m.sys.resolveGateway(ifname, gw); err != nil {
+					m.log.Debug("gateway resolution", "uplink", lk.cfg.Name, "err", err)
+				}
+			}
+		}
 		prev := lk.tr.state
+		if !up && lk.keep {
+			lk.keep = false // a carrier loss is the end of any evidence
+			if lk.tr.state == StateOffline {
+				m.flush(lk)
+			}
+		}
 		changed := lk.tr.carrierChanged(up, now)
 		m.log.Info("uplink carrier", "uplink", lk.cfg.Name, "interface", ifname, "up", up, "index", index)
 		if (up || appeared) && m.plan != nil {
@@ -549,6 +826,7 @@ func (m *Manager) carrierChanged(ifname string, up bool, index int) {
 		if changed {
 			m.stateChanged(lk, prev, now)
 		}
+		m.reportDamping(lk, now)
 	}
 }
 
@@ -561,12 +839,21 @@ func (m *Manager) stateChanged(lk *link, prev State, now time.Time) {
 	if prev == StateOffline {
 		msg += fmt.Sprintf(", after %s offline", now.Sub(lk.tr.prevSince).Round(time.Second))
 	}
+	lk.keep, lk.keptRounds = false, 0
+	if st == StateOffline && lk.tr.carrier {
+		// Offline by its probes: are they alone to fail?
+		if rx, ok := m.sys.rxPackets(lk.cfg.Interface); ok && rx-lk.rxMark >= aliveRxPackets {
+			lk.keep = true
+			msg += fmt.Sprintf("; its connections are kept: it received %d packets while its probes failed, so only the probe targets may be unreachable", rx-lk.rxMark)
+			lk.rxMark = rx
+		}
+	}
 	m.events.add(Event{Time: now, Kind: EventState, Uplink: name, Message: msg})
 	level := slog.LevelInfo
 	if st == StateOffline || st == StateDegraded {
 		level = slog.LevelWarn
 	}
-	m.log.Log(context.Background(), level, "uplink state", "event", "uplink-state", "uplink", name, "state", st.String(), "was", prev.String(), "why", lk.tr.reason)
+	m.log.Log(context.Background(), level, "uplink state", "event", "uplink-state", "uplink", name, "state", st.String(), "was", prev.String(), "why", lk.tr.reason, "connections_kept", lk.keep)
 	changed, err := m.install(now, why, false)
 	if err != nil {
 		m.log.Error("uplink routes", "err", err)
@@ -574,7 +861,7 @@ func (m *Manager) stateChanged(lk *link, prev State, now time.Time) {
 	for _, l := range m.plan.Links {
 		// After a switch every offline link is flushed (see reselect);
 		// without one, only the link that just died.
-		if olk := m.links[l.Name]; olk.tr.state == StateOffline && (changed || olk == lk) {
+		if olk := m.links[l.Name]; m.dead(olk) && (changed || olk == lk) {
 			m.flush(olk)
 		}
 	}
@@ -656,16 +943,32 @@ func (m *Manager) updateWarnings() {
 			best = l.Priority
 		}
 	}
-	var down []string
+	var down []string // the preferred links not carrying new flows, and why
 	for _, l := range m.plan.Links {
 		lk := m.links[l.Name]
+		if l.Priority == best && !m.sel.has(l.Index) {
+			down = append(down, fmt.Sprintf("%s is %s (it %s)", l.Name, lk.tr.state, lk.tr.reason))
+		}
+		dcode := "uplink-degraded:" + l.Name
+		if lk.tr.state == StateDegraded {
+			m.warn.Raise("uplinks", dcode, health.Warn,
+				fmt.Sprintf("Uplink %s is degraded since %s: it %s.", l.Name, lk.tr.since.Format("15:04:05"), lk.tr.reason))
+		} else {
+			m.warn.Clear(dcode)
+		}
+		hcode := "uplink-flapping:" + l.Name
+		if lk.tr.hold > 0 {
+			m.warn.Raise("uplinks", hcode, health.Warn,
+				fmt.Sprintf("Uplink %s flaps (%d falls within a minute of each other): it carries new connections again only after %s without a fault.", l.Name, lk.tr.flaps+1, lk.tr.hold))
+		} else {
+			m.warn.Clear(hcode)
+		}
 		code := "uplink-offline:" + l.Name
 		if lk.tr.state != StateOffline {
 			m.warn.Clear(code)
 			continue
 		}
 		offline++
-		down = append(down, l.Name)
 		m.warn.Raise("uplinks", code, health.Warn,
 			fmt.Sprintf("Uplink %s is offline since %s: it %s.", l.Name, lk.tr.since.Format("15:04:05"), lk.tr.reason))
 	}
@@ -687,7 +990,7 @@ func (m *Manager) updateWarnings() {
 			names = append(names, m.plan.Links[mb.Index].Name)
 		}
 		m.warn.Raise("uplinks", "uplink-backup-in-use", health.Warn,
-			fmt.Sprintf("The school is on its backup link (%s) because %s is not usable.", strings.Join(names, ", "), strings.Join(down, ", ")))
+			fmt.Sprintf("The school is on its backup link (%s) because %s.", strings.Join(names, ", "), strings.Join(down, "; ")))
 	} else {
 		m.warn.Clear("uplink-backup-in-use")
 	}

@@ -25,6 +25,34 @@ type fakeSystem struct {
 	mu     sync.Mutex
 	calls  []string
 	active string
+	rx     map[string]uint64 // rx packets by interface
+	dnsErr error
+}
+
+func (f *fakeSystem) addRx(ifname string, n uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rx == nil {
+		f.rx = map[string]uint64{}
+	}
+	f.rx[ifname] += n
+}
+
+func (f *fakeSystem) rxPackets(ifname string) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rx[ifname], true
+}
+
+func (f *fakeSystem) resolveGateway(ifname string, gw netip.Addr) error {
+	f.log("resolve %s %s", ifname, gw)
+	return nil
+}
+
+func (f *fakeSystem) checkDNS(context.Context, Link, netip.AddrPort) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dnsErr
 }
 
 func (f *fakeSystem) log(format string, a ...any) {
@@ -301,8 +329,9 @@ func TestInterfaceAppearingGetsItsRoutes(t *testing.T) {
 	fs.take()
 	m.carrierChanged("wan0", true, 12) // plugged in
 	got := fs.take()
-	if len(got) == 0 || !strings.HasPrefix(got[0], "sync ") {
-		t.Fatalf("interface appeared: calls %q; want its routes installed", got)
+	// The gateway is resolved first (ARP at once), then the routes.
+	if len(got) < 2 || got[0] != "resolve wan0 192.0.2.1" || !strings.HasPrefix(got[1], "sync ") {
+		t.Fatalf("interface appeared: calls %q; want its gateway resolved and its routes installed", got)
 	}
 	if st := m.link("renater").tr.state; st != StateOffline {
 		t.Errorf("state %s right after appearing; probes must confirm it first", st)

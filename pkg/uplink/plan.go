@@ -18,6 +18,9 @@ import (
 // follows health at run time.
 type Plan struct {
 	Links []Link
+	// DNSServers are the DNS upstreams that follow the active uplink
+	// (not pinned to one): each uplink is checked to reach one of them.
+	DNSServers []netip.AddrPort
 }
 
 // Link is one uplink as the manager runs it.
@@ -48,6 +51,10 @@ type Probe struct {
 	UpAfter      int
 	DegradedRTT  time.Duration
 	DegradedLoss int // percent
+	// StandbyInterval: time between rounds while the link is a standby
+	// backup (see Manager.standby); 0 or not above Interval: always
+	// Interval.
+	StandbyInterval time.Duration
 }
 
 var _ box.Plan = (*Plan)(nil)
@@ -70,15 +77,16 @@ func Compile(cfg *config.Config) (*Plan, error) {
 			Table:     netmark.UplinkTable(i),
 			RulePrio:  netmark.UplinkPriority(i),
 			Probe: Probe{
-				Kind:         u.Probe.Kind,
-				Targets:      append([]netip.Addr(nil), u.Probe.Targets...),
-				Interval:     u.Probe.Interval.D(),
-				Timeout:      u.Probe.Timeout.D(),
-				Quorum:       u.Probe.Quorum,
-				DownAfter:    u.Probe.DownAfter,
-				UpAfter:      u.Probe.UpAfter,
-				DegradedRTT:  u.Probe.DegradedRTT.D(),
-				DegradedLoss: u.Probe.DegradedLoss,
+				Kind:            u.Probe.Kind,
+				Targets:         append([]netip.Addr(nil), u.Probe.Targets...),
+				Interval:        u.Probe.Interval.D(),
+				Timeout:         u.Probe.Timeout.D(),
+				Quorum:          u.Probe.Quorum,
+				DownAfter:       u.Probe.DownAfter,
+				UpAfter:         u.Probe.UpAfter,
+				DegradedRTT:     u.Probe.DegradedRTT.D(),
+				DegradedLoss:    u.Probe.DegradedLoss,
+				StandbyInterval: u.Probe.StandbyInterval.D(),
 			},
 		}
 		if l.DHCP {
@@ -96,6 +104,11 @@ func Compile(cfg *config.Config) (*Plan, error) {
 			return nil, fmt.Errorf("uplink %s: probe settings out of range (config not validated?)", u.Name)
 		}
 		p.Links = append(p.Links, l)
+	}
+	for _, u := range cfg.DNS.Upstreams {
+		if u.Uplink == "" && u.Address.IsValid() {
+			p.DNSServers = append(p.DNSServers, u.Address)
+		}
 	}
 	return p, nil
 }

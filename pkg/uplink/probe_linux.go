@@ -221,3 +221,37 @@ func (p *httpProber) probe(ctx context.Context, target netip.Addr) (time.Duratio
 }
 
 func (p *httpProber) close() error { return nil }
+
+// checkDNS asks server for the root's SOA through the link (a small
+// answer any resolver has cached); any answer, even a refusal, shows DNS
+// passes.
+func (s *linuxSystem) checkDNS(ctx context.Context, l Link, server netip.AddrPort) error {
+	conn, done, err := dialBound(ctx, "udp4", server, l.Interface, l.Mark)
+	if err != nil {
+		return err
+	}
+	defer done()
+	q := new(dns.Msg)
+	q.SetQuestion(".", dns.TypeSOA)
+	b, err := q.Pack()
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+		var r dns.Msg
+		if r.Unpack(buf[:n]) == nil && r.Id == q.Id && r.Response {
+			return nil
+		}
+	}
+}

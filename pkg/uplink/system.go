@@ -36,6 +36,15 @@ type system interface {
 	watchCarrier(ctx context.Context, names func() []string, report func(ifname string, up bool, index int))
 	// linkStats returns an interface's byte counters.
 	linkStats(ifname string) (rx, tx uint64, ok bool)
+	// rxPackets returns the packets an interface received: evidence that
+	// a link whose probes fail still carries traffic.
+	rxPackets(ifname string) (uint64, bool)
+	// resolveGateway starts the resolution of gw's link-layer address on
+	// ifname at once (a link whose carrier just came back).
+	resolveGateway(ifname string, gw netip.Addr) error
+	// checkDNS asks server a query through the link (its interface and
+	// mark); nil when any answer comes back before ctx ends.
+	checkDNS(ctx context.Context, l Link, server netip.AddrPort) error
 	// newProber opens the probe sockets of a link.
 	newProber(l Link) (prober, error)
 }

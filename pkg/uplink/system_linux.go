@@ -505,3 +505,51 @@ func (s *linuxSystem) linkStats(ifname string) (rx, tx uint64, ok bool) {
 	st := link.Attrs().Statistics
 	return st.RxBytes, st.TxBytes, true
 }
+
+func (s *linuxSystem) rxPackets(ifname string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, err := s.handle()
+	if err != nil {
+		return 0, false
+	}
+	link, err := h.LinkByName(ifname)
+	if err != nil || link.Attrs().Statistics == nil {
+		return 0, false
+	}
+	return link.Attrs().Statistics.RxPackets, true
+}
+
+// resolveGateway asks the kernel to resolve gw now: a neighbour entry
+// that is not valid (left INCOMPLETE or FAILED while the carrier was
+// down, whose next ARP retry may be a second away) is deleted, then
+// NTF_USE makes the kernel create it and send an ARP request at once, as
+// a packet waiting for it would (neigh_event_send).
+func (s *linuxSystem) resolveGateway(ifname string, gw netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, err := s.handle()
+	if err != nil {
+		return err
+	}
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	idx := link.Attrs().Index
+	ip := gw.AsSlice()
+	neighs, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(idx, netlink.FAMILY_V4) })
+	if err == nil {
+		for _, n := range neighs {
+			valid := n.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
+			if n.IP.Equal(ip) && !valid {
+				_ = h.NeighDel(&n)
+			}
+		}
+	}
+	n := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, IP: ip, Flags: netlink.NTF_USE}
+	if err := h.NeighSet(n); err != nil {
+		return fmt.Errorf("resolve %s on %s: %w", gw, ifname, err)
+	}
+	return nil
+}
