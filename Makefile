@@ -19,17 +19,23 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/passerelle ./cmd/passerellectl
 
 # The demo filters with the UT1 snapshot beside the repository when it is
-# there (a real box keeps its lists on /perm); without it the pupils' zones
-# answer every name as blocked, as a box does until its lists arrive.
-DEMO_LISTS ?= $(abspath $(CURDIR)/../shared/data/ut1)
+# there (a real box keeps its lists on /perm), plus the SYNTHETIC adult list
+# of configs/demo-lists (the snapshot lacks adult's domains: see its
+# README), merged into bin/demo-lists, the directory bin/demo.yaml points
+# at. The firmware logs to bin/demo.log.
+DEMO_LISTS  ?= $(abspath $(CURDIR)/../shared/data/ut1)
 DEMO_CONFIG := $(BIN)/demo.yaml
+DEMO_LOG    := $(BIN)/demo.log
 
 demo: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces); try: sudo make demo"; exit 1; fi
-	@if [ -d "$(DEMO_LISTS)" ]; then \
-		sed 's|^dns:$$|dns:\n  lists:\n    directory: $(DEMO_LISTS)|' configs/demo.yaml > $(DEMO_CONFIG); \
-	else cp configs/demo.yaml $(DEMO_CONFIG); echo "note: no UT1 lists at $(DEMO_LISTS): pupils' zones will answer blocked"; fi
-	$(BIN)/passerellectl lab up --config $(DEMO_CONFIG) --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/$(DEMO_CONFIG) --dhcp-lease-dir $(CURDIR)/$(BIN)/demo-leases'
+	@rm -rf $(BIN)/demo-lists && mkdir -p $(BIN)/demo-lists
+	@if [ -d "$(DEMO_LISTS)" ]; then cp -R "$(DEMO_LISTS)"/. $(BIN)/demo-lists/ && chmod -R u+w $(BIN)/demo-lists; \
+	else echo "note: no UT1 snapshot at $(DEMO_LISTS): the demo filters with the synthetic adult list only"; fi
+	@cp -R configs/demo-lists/. $(BIN)/demo-lists/
+	@sed 's|^dns:$$|dns:\n  lists:\n    directory: $(CURDIR)/$(BIN)/demo-lists|' configs/demo.yaml > $(DEMO_CONFIG)
+	@echo "The firmware logs to $(DEMO_LOG); follow it in another terminal with: tail -f $(DEMO_LOG)"
+	$(BIN)/passerellectl lab up --config $(DEMO_CONFIG) --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/$(DEMO_CONFIG) --dhcp-lease-dir $(CURDIR)/$(BIN)/demo-leases >$(CURDIR)/$(DEMO_LOG) 2>&1'
 
 # passerellectl runs on NOC operators' laptops too: keep it building there.
 cross:

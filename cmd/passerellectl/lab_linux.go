@@ -176,6 +176,11 @@ func printTryThis(w io.Writer, l *lab.Lab, cfg *config.Config) {
 	client := l.Namespace(lab.RoleClient(cfg.Zones[0].Name))
 	fmt.Fprintf(w, "  ip netns exec %s ping -c3 %s               # the internet test server\n", client, l.InternetServer())
 	fmt.Fprintf(w, "  ip netns exec %s curl http://%s/           # its web page\n", client, l.InternetServer())
+	// DNS from a client goes to the box whatever server it names (the
+	// firewall redirects it), so the host's resolver settings do.
+	fmt.Fprintf(w, "  ip netns exec %s getent hosts www.lab.test          # DNS through the box's filter: resolves\n", client)
+	fmt.Fprintf(w, "  ip netns exec %s getent hosts adult-demo.lab.test   # a (synthetic) adult name: blocked, no answer\n", client)
+	fmt.Fprintf(w, "  ip netns exec %s dhclient -v -1 -sf /bin/true eth0  # DHCP from the box, if isc-dhcp-client is installed\n", client)
 	fmt.Fprintf(w, "  ip netns exec %s ip addr; ip netns exec %[1]s nft list ruleset   # the box\n", l.Namespace(lab.RoleBox))
 	fmt.Fprintf(w, "\nCtrl-C stops the firmware and removes the lab.\n\n")
 }
