@@ -1,12 +1,11 @@
 package firewall
 
 import (
-	"io"
-	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"passerelle/pkg/box"
 	"passerelle/pkg/netnstest"
 )
 
@@ -27,7 +26,7 @@ func newTestNS(t *testing.T) *testNS {
 
 // firewall returns a Firewall acting in the namespace.
 func (n *testNS) firewall() *Firewall {
-	f := New(slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	f := New(box.Deps{})
 	f.k.nsFd, f.k.nsSet = n.fd, true
 	return f
 }
