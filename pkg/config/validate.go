@@ -35,6 +35,13 @@ const (
 // maxUplinks bounds the uplinks so each gets its own firewall mark bit range.
 const maxUplinks = 8
 
+// MaxZones bounds the LAN zones. A board has a handful of ports; zones on
+// VLANs (one per building, floor or use) are what could grow, and 64 is
+// several times what the largest lycée plans. The bound keeps the firewall
+// table, the DHCP servers and the DNS listeners (one per zone) small, and
+// the firewall's compile and apply time measured (docs/benchmarks.md).
+const MaxZones = 64
+
 // validator gathers every problem of a config; each has a field path.
 type validator struct {
 	errs
@@ -249,6 +256,9 @@ func (v *validator) zonesCheck(useIface func(path, name string)) {
 	c := v.c
 	if len(c.Zones) == 0 {
 		v.errf("zones", "at least one zone is required")
+	}
+	if len(c.Zones) > MaxZones {
+		v.errf("zones", "%d zones, at most %d (VLANs included)", len(c.Zones), MaxZones)
 	}
 	profiles := map[string]bool{}
 	for _, p := range c.DNS.Profiles {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"passerelle/pkg/config"
 	"passerelle/pkg/netmark"
@@ -24,11 +25,26 @@ const (
 	endBox      = config.EndBox
 )
 
-// Rate limits, per second.
+// Rate limits, per second and per source address: each is a meter (a
+// dynamic set keyed by ip saddr whose elements hold their own limit), so
+// one noisy host spends its own budget, never another's.
 const (
 	pingRate, pingBurst       = 10, 20   // echo requests to the box from a zone or the tunnel
-	wanPingRate, wanPingBurst = 5, 10    // echo requests to the box from the internet
-	synRate, synBurst         = 200, 400 // new TCP connections from the internet (box and port forwards)
+	wanPingRate, wanPingBurst = 5, 10    // echo requests to the box from an internet host
+	synInRate, synInBurst     = 20, 40   // new TCP connections to the box from an internet host
+	synFwdRate, synFwdBurst   = 100, 200 // new TCP connections through the box (port forwards) from an internet host
+)
+
+// Meters: how many sources each remembers, and for how long after a
+// source's last packet. The timeout only has to outlast a limit's refill
+// (burst/rate: 2 s at most), so a forgotten source comes back with the
+// budget it would have had anyway. A full meter adds no source: the rule
+// does not match and the packet goes on to the chain's next rules (see
+// doc.go).
+const (
+	meterTimeout = 10 * time.Second
+	wanMeterSize = 16384 // internet hosts
+	lanMeterSize = 8192  // clients of every zone and the tunnel
 )
 
 // Set names.
@@ -37,6 +53,14 @@ const (
 	setAcademy  = "academy"
 	setBlocked  = "blocked"
 	setBlocked6 = "blocked6"
+	// Meters (per-source limits).
+	setSynIn   = "syn-in"
+	setSynFwd  = "syn-fwd"
+	setPingWAN = "ping-wan"
+	setPingLAN = "ping-lan"
+	// Public resolvers (resolvers.go), refused to zones protecting minors.
+	setResolvers  = "resolvers"
+	setResolvers6 = "resolvers6"
 )
 
 // Counter names that are not per pair, rule or forward.
@@ -44,6 +68,9 @@ const (
 	counterSpoofed     = "spoofed"
 	counterInvalid     = "invalid"
 	counterSynFlood    = "syn-flood"
+	counterSynFloodFwd = "syn-flood-fwd"
+	counterPingFlood   = "ping-flood"
+	counterResolver    = "resolver-blocked"
 	counterDNSRedirect = "dns-redirect"
 	counterDoH         = "doh-blocked"
 	counterDoT         = "dot-rejected"
@@ -75,13 +102,36 @@ type compiler struct {
 	ends     []end
 	tunnel   bool
 	pfZones  map[string]bool // zones holding a port-forward target
+	// Config rules by (from, to), in order, and the pairs named by a rule
+	// or a forwarding in either direction: built once, so compiling stays
+	// linear in zones, rules and forwardings.
+	pairRules map[pairKey][]int
+	named     map[pairKey]bool
+	forwards  map[pairKey]bool
 }
 
-// Compile plans the table of a valid config.
+type pairKey struct{ src, dst string }
+
+// Compile plans the table of a valid config. Its size, and its time, grow
+// linearly with the zones, rules and forwardings: zone pairs get a chain
+// of their own only when something concerns them (see ownPair).
 func Compile(cfg *config.Config) (*Plan, error) {
-	c := &compiler{cfg: cfg, plan: &Plan{}, counters: map[string]bool{}, ruleCtr: map[int]string{}, pfZones: map[string]bool{}}
+	c := &compiler{cfg: cfg, plan: &Plan{}, counters: map[string]bool{}, ruleCtr: map[int]string{}, pfZones: map[string]bool{},
+		pairRules: map[pairKey][]int{}, named: map[pairKey]bool{}, forwards: map[pairKey]bool{}}
 	if len(cfg.Uplinks) > netmark.MaxUplinks {
 		return nil, fmt.Errorf("%d uplinks: at most %d have a mark", len(cfg.Uplinks), netmark.MaxUplinks)
+	}
+	if len(cfg.Zones) > config.MaxZones {
+		return nil, fmt.Errorf("%d zones: at most %d", len(cfg.Zones), config.MaxZones)
+	}
+	for i, r := range cfg.Firewall.Rules {
+		k := pairKey{r.From, r.To}
+		c.pairRules[k] = append(c.pairRules[k], i)
+		c.named[k], c.named[pairKey{r.To, r.From}] = true, true
+	}
+	for _, f := range cfg.Firewall.Forwardings {
+		c.forwards[pairKey{f.From, f.To}] = true
+		c.named[pairKey{f.From, f.To}], c.named[pairKey{f.To, f.From}] = true, true
 	}
 	if err := c.plan.addSets(cfg); err != nil {
 		return nil, err
@@ -119,20 +169,14 @@ func Compile(cfg *config.Config) (*Plan, error) {
 	for _, src := range c.ends {
 		c.chain("fwd-"+src.name, nil, c.dispatch(src))
 		for _, dst := range c.ends {
-			if !src.lan() && src.name == dst.name {
-				continue // internet to internet, tunnel to tunnel: never routed
+			if c.ownPair(src, dst) {
+				c.chain(pairChain(src.name, dst.name), nil, c.pair(src, dst))
 			}
-			c.chain(pairChain(src.name, dst.name), nil, c.pair(src, dst))
 		}
 	}
 	if c.cfg.AnyMinorsZone() {
 		c.chain("dns-guard", nil, c.dnsGuard())
 	}
-	c.chain("syn-flood", nil, []Rule{
-		{Comment: fmt.Sprintf("at most %d new TCP connections per second from the internet", synRate),
-			Exprs: []Expr{Limit{Rate: synRate, Burst: synBurst}, Verdict{Kind: Return}}},
-		{Exprs: []Expr{c.counter(counterSynFlood), Verdict{Kind: Drop}}},
-	})
 	// Counters in name order: the plan, and the live table that lists them
 	// in creation order, read like an index.
 	slices.Sort(c.plan.Counters)
@@ -141,7 +185,35 @@ func Compile(cfg *config.Config) (*Plan, error) {
 
 func pairChain(src, dst string) string { return "fwd-" + src + "-" + dst }
 
+// otherZonesCounter counts what a zone sends to the zones without a pair
+// chain of their own. Zone names have no "-": no pair chain has this name.
+func otherZonesCounter(src string) string { return "fwd-" + src + "-other-zones" }
+
+// ownPair says whether traffic from src to dst gets a chain (and a
+// counter) of its own: a zone to itself, every pair with the internet or
+// the tunnel, pairs that a rule or a forwarding names (both directions,
+// so replies are counted with their pair), and every zone towards a zone
+// holding port-forward targets (hairpin). Two zones with nothing between
+// them share their source's fall-through: replies of established flows
+// pass, anything else is rejected, as their own chain would do. So the
+// table grows linearly with the zones, not with their pairs.
+func (c *compiler) ownPair(src, dst end) bool {
+	switch {
+	case !src.lan() && src.name == dst.name:
+		return false // internet to internet, tunnel to tunnel: never routed
+	case src.name == dst.name, !src.lan(), !dst.lan():
+		return true
+	}
+	return c.pfZones[dst.name] || c.named[pairKey{src.name, dst.name}]
+}
+
 func (p *Plan) addSets(cfg *config.Config) error {
+	p.Sets = append(p.Sets,
+		Set{Name: setSynIn, Kind: SetIPv4Meter, Size: wanMeterSize, Timeout: meterTimeout},
+		Set{Name: setSynFwd, Kind: SetIPv4Meter, Size: wanMeterSize, Timeout: meterTimeout},
+		Set{Name: setPingWAN, Kind: SetIPv4Meter, Size: wanMeterSize, Timeout: meterTimeout},
+		Set{Name: setPingLAN, Kind: SetIPv4Meter, Size: lanMeterSize, Timeout: meterTimeout},
+	)
 	up := Set{Name: setUplinks, Kind: SetIfnames}
 	for _, u := range cfg.Uplinks {
 		up.Ifnames = append(up.Ifnames, u.Interface)
@@ -163,6 +235,13 @@ func (p *Plan) addSets(cfg *config.Config) error {
 		Set{Name: setBlocked, Kind: SetIPv4Addrs, Runtime: true},
 		Set{Name: setBlocked6, Kind: SetIPv6Addrs, Runtime: true},
 	)
+	if cfg.AnyMinorsZone() {
+		v4, v6 := resolverAddrs()
+		p.Sets = append(p.Sets,
+			Set{Name: setResolvers, Kind: SetIPv4Addrs, Addrs: v4},
+			Set{Name: setResolvers6, Kind: SetIPv6Addrs, Addrs: v6},
+		)
+	}
 	return nil
 }
 
@@ -383,10 +462,25 @@ func (c *compiler) postroutingNAT() []Rule {
 // toBox is what an end may ask of the box itself.
 func (c *compiler) toBox(e end) []Rule {
 	name := "in-" + e.name
-	rules := []Rule{
-		{Exprs: []Expr{c.counter(name)}},
-		{Exprs: []Expr{CtState{States: []string{"established", "related"}}, Verdict{Kind: Accept}}},
+	rules := []Rule{{Exprs: []Expr{c.counter(name)}}}
+	// Limits come before the conntrack shortcut: an echo request of a
+	// ping already under way is "established" and would skip them.
+	switch {
+	case e.name == endInternet:
+		rules = append(rules,
+			Rule{Comment: fmt.Sprintf("at most %d echo requests per second from each internet host, ping sessions under way included", wanPingRate),
+				Exprs: []Expr{ICMPEcho{}, Meter{Set: setPingWAN, Limit: Limit{Rate: wanPingRate, Burst: wanPingBurst, Over: true}},
+					c.counter(counterPingFlood), Verdict{Kind: Drop}}},
+			Rule{Comment: fmt.Sprintf("at most %d new TCP connections per second to the box from each internet host (port forwards have their own budget)", synInRate),
+				Exprs: []Expr{TCPSyn{New: true}, Meter{Set: setSynIn, Limit: Limit{Rate: synInRate, Burst: synInBurst, Over: true}},
+					c.counter(counterSynFlood), Verdict{Kind: Drop}}})
+	case !e.lan() || e.zone.Kind != config.KindGuest:
+		rules = append(rules, Rule{
+			Comment: fmt.Sprintf("at most %d echo requests per second from each client, ping sessions under way included", pingRate),
+			Exprs: []Expr{ICMPEcho{}, Meter{Set: setPingLAN, Limit: Limit{Rate: pingRate, Burst: pingBurst, Over: true}},
+				c.counter(counterPingFlood), Verdict{Kind: Drop}}})
 	}
+	rules = append(rules, Rule{Exprs: []Expr{CtState{States: []string{"established", "related"}}, Verdict{Kind: Accept}}})
 	rules = append(rules, c.configRules(e.name, endBox)...)
 	accept := func(comment string, exprs ...Expr) {
 		rules = append(rules, Rule{Comment: comment, Exprs: append(exprs, Verdict{Kind: Accept})})
@@ -408,11 +502,10 @@ func (c *compiler) toBox(e end) []Rule {
 			accept("status page", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
 		}
 		if !guest {
-			accept("ping", ICMPEcho{}, Limit{Rate: pingRate, Burst: pingBurst})
+			accept("ping", ICMPEcho{})
 		}
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Reject}}})
 	case e.name == endInternet:
-		rules = append(rules, Rule{Exprs: []Expr{TCPSyn{New: true}, Verdict{Kind: Jump, Chain: "syn-flood"}}})
 		for _, u := range c.cfg.Uplinks {
 			if u.Addressing == config.AddressingDHCP {
 				accept("DHCP client of "+u.Name, IfName{Name: u.Interface}, Ports{Proto: "udp", Ranges: []PortRange{{68, 68}}})
@@ -421,10 +514,10 @@ func (c *compiler) toBox(e end) []Rule {
 		if c.cfg.Tunnel.Enabled {
 			accept("tailscaled (WireGuard)", Ports{Proto: "udp", Ranges: []PortRange{{tailscalePort, tailscalePort}}})
 		}
-		accept("ping", ICMPEcho{}, Limit{Rate: wanPingRate, Burst: wanPingBurst})
+		accept("ping", ICMPEcho{})
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Drop}}})
 	default: // tunnel
-		accept("ping from the academy", ICMPEcho{}, Limit{Rate: pingRate, Burst: pingBurst})
+		accept("ping from the academy", ICMPEcho{})
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Drop}}})
 	}
 	return rules
@@ -440,13 +533,24 @@ func (c *compiler) dispatch(src end) []Rule {
 		})
 	}
 	if src.name == endInternet {
-		rules = append(rules, Rule{Exprs: []Expr{TCPSyn{New: true}, Verdict{Kind: Jump, Chain: "syn-flood"}}})
+		rules = append(rules, Rule{
+			Comment: fmt.Sprintf("at most %d new TCP connections per second through the box (port forwards) from each internet host", synFwdRate),
+			Exprs: []Expr{TCPSyn{New: true}, Meter{Set: setSynFwd, Limit: Limit{Rate: synFwdRate, Burst: synFwdBurst, Over: true}},
+				c.counter(counterSynFloodFwd), Verdict{Kind: Drop}}})
 	}
+	others := false
 	for _, dst := range c.ends {
-		if !src.lan() && src.name == dst.name {
+		if !c.ownPair(src, dst) {
+			others = others || dst.lan()
 			continue
 		}
 		rules = append(rules, Rule{Exprs: []Expr{dst.out, Verdict{Kind: Jump, Chain: pairChain(src.name, dst.name)}}})
+	}
+	if others {
+		rules = append(rules,
+			Rule{Comment: "zones with nothing towards them: replies of flows they opened, nothing else",
+				Exprs: []Expr{c.counter(otherZonesCounter(src.name))}},
+			Rule{Exprs: []Expr{CtState{States: []string{"established", "related"}}, Verdict{Kind: Accept}}})
 	}
 	rules = append(rules, Rule{Exprs: []Expr{c.deny(src)}})
 	return rules
@@ -460,7 +564,7 @@ func (c *compiler) deny(src end) Verdict {
 }
 
 func (c *compiler) forwarding(src, dst string) bool {
-	return slices.Contains(c.cfg.Firewall.Forwardings, config.Forwarding{From: src, To: dst})
+	return c.forwards[pairKey{src, dst}]
 }
 
 // pair is the chain deciding traffic from src to dst.
@@ -498,10 +602,8 @@ func (c *compiler) pair(src, dst end) []Rule {
 // configRules compiles the config's rules from src to dst, in order.
 func (c *compiler) configRules(src, dst string) []Rule {
 	var rules []Rule
-	for i, r := range c.cfg.Firewall.Rules {
-		if r.From != src || r.To != dst {
-			continue
-		}
+	for _, i := range c.pairRules[pairKey{src, dst}] {
+		r := c.cfg.Firewall.Rules[i]
 		var exprs []Expr
 		switch {
 		case len(r.Ports) > 0:
@@ -561,6 +663,10 @@ func (c *compiler) dnsGuard() []Rule {
 		{Comment: "DNS-over-HTTPS endpoints (filled by the DNS filter)",
 			Exprs: []Expr{AddrSet{Dst: true, Set: setBlocked}, c.counter(counterDoH), Verdict{Kind: Drop}}},
 		{Exprs: []Expr{AddrSet{Dst: true, V6: true, Set: setBlocked6}, c.counter(counterDoH), Verdict{Kind: Drop}}},
+		{Comment: "public resolvers answer on other ports than 53 (443, 853, 5353...): every port is refused, ping passes",
+			Exprs: []Expr{AddrSet{Dst: true, Set: setResolvers}, ICMPEcho{}, Verdict{Kind: Return}}},
+		{Exprs: []Expr{AddrSet{Dst: true, Set: setResolvers}, c.counter(counterResolver), Verdict{Kind: Reject}}},
+		{Exprs: []Expr{AddrSet{Dst: true, V6: true, Set: setResolvers6}, c.counter(counterResolver), Verdict{Kind: Reject}}},
 		{Comment: "DNS over TLS and over QUIC",
 			Exprs: []Expr{Ports{Proto: "tcp", Ranges: []PortRange{{853, 853}}}, c.counter(counterDoT), Verdict{Kind: Reset}}},
 		{Exprs: []Expr{Ports{Proto: "udp", Ranges: []PortRange{{853, 853}}}, c.counter(counterDoT), Verdict{Kind: Reject}}},

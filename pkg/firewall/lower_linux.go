@@ -39,6 +39,18 @@ type lowerer struct {
 	table *nftables.Table
 	// anonSet, if set, sees every anonymous set added (tests).
 	anonSet func(*nftables.Set, []nftables.SetElement)
+	// v4 says the rule being lowered already checks meta nfproto ipv4:
+	// nft checks it once per rule, before the first IPv4 header field.
+	v4 bool
+}
+
+// ipv4 is the rule's nfproto ipv4 check, the first time a rule needs one.
+func (l *lowerer) ipv4() []expr.Any {
+	if l.v4 {
+		return nil
+	}
+	l.v4 = true
+	return nfproto(false)
 }
 
 func (l *lowerer) addAnon(s *nftables.Set, elems []nftables.SetElement) error {
@@ -109,6 +121,7 @@ func cmpOp(neg bool) expr.CmpOp {
 // rule lowers one rule.
 func (l *lowerer) rule(r Rule) ([]expr.Any, error) {
 	var out []expr.Any
+	l.v4 = false
 	for _, e := range r.Exprs {
 		x, err := l.expr(e)
 		if err != nil {
@@ -143,7 +156,7 @@ func (l *lowerer) expr(e Expr) ([]expr.Any, error) {
 		if !e.Prefix.Addr().Is4() {
 			return nil, fmt.Errorf("%v is not IPv4", e.Prefix)
 		}
-		out := append(nfproto(false), addrPayload(e.Dst, false))
+		out := append(l.ipv4(), addrPayload(e.Dst, false))
 		p := e.Prefix.Masked()
 		if p.Bits() < 32 {
 			mask := uint32(0xffffffff) << (32 - p.Bits())
@@ -160,10 +173,14 @@ func (l *lowerer) expr(e Expr) ([]expr.Any, error) {
 		if err := l.addAnon(set, ipv4RangeElems(e.Ranges)); err != nil {
 			return nil, err
 		}
-		return append(nfproto(false), addrPayload(e.Dst, false),
+		return append(l.ipv4(), addrPayload(e.Dst, false),
 			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}), nil
 	case AddrSet:
-		return append(nfproto(e.V6), addrPayload(e.Dst, e.V6), &expr.Lookup{SourceRegister: 1, SetName: e.Set}), nil
+		proto := nfproto(true)
+		if !e.V6 {
+			proto = l.ipv4()
+		}
+		return append(proto, addrPayload(e.Dst, e.V6), &expr.Lookup{SourceRegister: 1, SetName: e.Set}), nil
 	case L4:
 		return l4(e.Proto)
 	case Ports:
@@ -209,7 +226,7 @@ func (l *lowerer) expr(e Expr) ([]expr.Any, error) {
 		return out, nil
 	case ICMPEcho:
 		icmp, _ := l4("icmp")
-		out := append(nfproto(false), icmp...)
+		out := append(l.ipv4(), icmp...)
 		return append(out,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{8}}), nil
@@ -252,9 +269,14 @@ func (l *lowerer) expr(e Expr) ([]expr.Any, error) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(rtnLocal)},
 		}, nil
 	case NfprotoIPv4:
+		l.v4 = true
 		return nfproto(false), nil
 	case Limit:
-		return []expr.Any{&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(e.Rate), Unit: expr.LimitTimeSecond, Burst: e.Burst, Over: e.Over}}, nil
+		return []expr.Any{limitExpr(e)}, nil
+	case Meter:
+		return append(l.ipv4(), addrPayload(false, false), &expr.Dynset{
+			SrcRegKey: 1, SetName: e.Set, Operation: unix.NFT_DYNSET_OP_UPDATE, Exprs: []expr.Any{limitExpr(e.Limit)},
+		}), nil
 	case Counter:
 		return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: e.Name}}, nil
 	case RestoreMark:
@@ -307,6 +329,10 @@ func (l *lowerer) expr(e Expr) ([]expr.Any, error) {
 		return nil, fmt.Errorf("unknown verdict %q", e.Kind)
 	}
 	return nil, fmt.Errorf("unknown expression %T", e)
+}
+
+func limitExpr(e Limit) *expr.Limit {
+	return &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(e.Rate), Unit: expr.LimitTimeSecond, Burst: e.Burst, Over: e.Over}
 }
 
 // ctBits matches "ct KEY & bits != 0", as nft encodes ct state and status.
@@ -373,6 +399,8 @@ func nftSet(t *nftables.Table, s Set, runtime []netip.Addr) (*nftables.Set, []nf
 	case SetIPv6Addrs:
 		ns.KeyType = nftables.TypeIP6Addr
 		elems = addrElems(s.Addrs)
+	case SetIPv4Meter:
+		ns.KeyType, ns.Dynamic, ns.HasTimeout, ns.Timeout, ns.Size = nftables.TypeIPAddr, true, true, s.Timeout, s.Size
 	default:
 		return nil, nil, fmt.Errorf("set %s: unknown kind %d", s.Name, s.Kind)
 	}

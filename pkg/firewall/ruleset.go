@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"passerelle/pkg/box"
 	"passerelle/pkg/netmark"
@@ -38,15 +39,21 @@ const (
 	SetIPv4Addrs
 	// SetIPv6Addrs is a hash set of IPv6 addresses.
 	SetIPv6Addrs
+	// SetIPv4Meter is a meter: a dynamic set of IPv4 source addresses
+	// that Meter rules fill, each element holding its own limit, forgotten
+	// Timeout after its last packet; at most Size elements.
+	SetIPv4Meter
 )
 
 // Set is a named set of the table.
 type Set struct {
 	Name    string
 	Kind    SetKind
-	Ifnames []string     // SetIfnames
-	Ranges  []Range      // SetIPv4Ranges: sorted, merged, non-adjacent
-	Addrs   []netip.Addr // SetIPv4Addrs, SetIPv6Addrs
+	Ifnames []string      // SetIfnames
+	Ranges  []Range       // SetIPv4Ranges: sorted, merged, non-adjacent
+	Addrs   []netip.Addr  // SetIPv4Addrs, SetIPv6Addrs
+	Size    uint32        // SetIPv4Meter
+	Timeout time.Duration // SetIPv4Meter: whole seconds
 	// Runtime sets are filled by the box at run time (Firewall.SetBlocked);
 	// the plan declares them empty and Apply re-adds their current
 	// contents on every replacement.
@@ -205,6 +212,14 @@ type Limit struct {
 	Over        bool
 }
 
+// Meter applies Limit per source address: the source's element of the
+// meter set Set is added or refreshed, and the rule goes on only when that
+// source is over its own limit (Limit.Over) or under it.
+type Meter struct {
+	Set   string
+	Limit Limit
+}
+
 // Counter counts into a named counter object.
 type Counter struct{ Name string }
 
@@ -261,6 +276,7 @@ func (RPFail) expr()      {}
 func (DaddrLocal) expr()  {}
 func (NfprotoIPv4) expr() {}
 func (Limit) expr()       {}
+func (Meter) expr()       {}
 func (Counter) expr()     {}
 func (RestoreMark) expr() {}
 func (SaveMark) expr()    {}
@@ -342,6 +358,9 @@ func (e Limit) String() string {
 	}
 	return fmt.Sprintf("limit rate %s%d/second burst %d packets", over, e.Rate, e.Burst)
 }
+func (e Meter) String() string {
+	return fmt.Sprintf("update @%s { ip saddr %s }", e.Set, e.Limit)
+}
 func (e Counter) String() string { return fmt.Sprintf("counter name %q", e.Name) }
 func (RestoreMark) String() string {
 	return fmt.Sprintf("meta mark set ct mark and %#x", netmark.UplinkMask)
@@ -369,6 +388,25 @@ func (e Verdict) String() string {
 	return e.Kind
 }
 
+// durationText prints a duration as nft does: 1h2m3s, 10s.
+func durationText(d time.Duration) string {
+	var b strings.Builder
+	s := int64(d / time.Second)
+	for _, u := range []struct {
+		secs int64
+		name string
+	}{{86400, "d"}, {3600, "h"}, {60, "m"}, {1, "s"}} {
+		if s >= u.secs {
+			fmt.Fprintf(&b, "%d%s", s/u.secs, u.name)
+			s %= u.secs
+		}
+	}
+	if b.Len() == 0 {
+		return "0s"
+	}
+	return b.String()
+}
+
 // prefixText prints a prefix as nft does: a bare address for a /32.
 func prefixText(p netip.Prefix) string {
 	if p.Bits() == p.Addr().BitLen() {
@@ -387,7 +425,7 @@ func (p *Plan) String() string {
 		t.counters = append(t.counters, textCounter{name: c})
 	}
 	for _, s := range p.Sets {
-		t.sets = append(t.sets, textSet{name: s.Name, kind: s.Kind, elems: s.elementTexts()})
+		t.sets = append(t.sets, textSet{name: s.Name, kind: s.Kind, size: s.Size, timeout: s.Timeout, elems: s.elementTexts()})
 	}
 	for _, c := range p.Chains {
 		tc := textChain{name: c.Name, base: c.Base}
@@ -435,9 +473,11 @@ type textCounter struct {
 }
 
 type textSet struct {
-	name  string
-	kind  SetKind
-	elems []string
+	name    string
+	kind    SetKind
+	size    uint32        // meters
+	timeout time.Duration // meters
+	elems   []string
 }
 
 type textChain struct {
@@ -472,6 +512,8 @@ func (t textTable) String() string {
 			b.WriteString("\t\ttype ipv4_addr\n")
 		case SetIPv6Addrs:
 			b.WriteString("\t\ttype ipv6_addr\n")
+		case SetIPv4Meter:
+			fmt.Fprintf(&b, "\t\ttype ipv4_addr\n\t\tsize %d\n\t\tflags dynamic,timeout\n\t\ttimeout %s\n", s.size, durationText(s.timeout))
 		}
 		if len(s.elems) > 0 {
 			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(s.elems, ", "))

@@ -75,6 +75,8 @@ func (f *Firewall) live() (textTable, error) {
 		}
 		ts := textSet{name: s.Name, elems: texts}
 		switch {
+		case s.Dynamic && s.KeyType.Name == nftables.TypeIPAddr.Name:
+			ts.kind, ts.size, ts.timeout = SetIPv4Meter, s.Size, s.Timeout
 		case s.KeyType.Name == nftables.TypeIFName.Name:
 			ts.kind = SetIfnames
 		case s.KeyType.Name == nftables.TypeIPAddr.Name && s.Interval:
@@ -449,6 +451,12 @@ func (d *decompiler) payload(e *expr.Payload) {
 				d.emit(key+" "+d.setRef(c), 2)
 				return
 			}
+		case *expr.Dynset:
+			lim, ok := meterLimit(c)
+			if n == 1 && ok && key == addrKey(false, false) {
+				d.emit(Meter{Set: c.SetName, Limit: lim}.String(), 2)
+				return
+			}
 		}
 	case expr.PayloadBaseTransportHeader:
 		proto := l4names[d.l4]
@@ -497,6 +505,19 @@ func (d *decompiler) payload(e *expr.Payload) {
 		}
 	}
 	d.unknown()
+}
+
+// meterLimit reads back the dynset of a Meter: an update of a set with one
+// packet limit per second.
+func meterLimit(e *expr.Dynset) (Limit, bool) {
+	if e.Operation != unix.NFT_DYNSET_OP_UPDATE || e.SrcRegKey != 1 || e.SrcRegData != 0 || e.Invert || len(e.Exprs) != 1 {
+		return Limit{}, false
+	}
+	l, ok := e.Exprs[0].(*expr.Limit)
+	if !ok || l.Type != expr.LimitTypePkts || l.Unit != expr.LimitTimeSecond {
+		return Limit{}, false
+	}
+	return Limit{Rate: uint32(l.Rate), Burst: l.Burst, Over: l.Over}, true
 }
 
 func onesCount(b byte) int { return bits.OnesCount8(b) }

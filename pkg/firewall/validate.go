@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 var (
@@ -111,6 +112,16 @@ func (s Set) check() error {
 				return fmt.Errorf("ranges %v and %v overlap or touch: merge them", s.Ranges[i-1], r)
 			}
 		}
+	case SetIPv4Meter:
+		if s.Runtime || len(s.Addrs) > 0 {
+			return errors.New("a meter is filled by its rules only")
+		}
+		if s.Size == 0 {
+			return errors.New("a meter needs a size")
+		}
+		if s.Timeout < time.Second || s.Timeout%time.Second != 0 {
+			return fmt.Errorf("timeout %v: whole seconds, at least one", s.Timeout)
+		}
 	case SetIPv4Addrs, SetIPv6Addrs:
 		for _, a := range s.Addrs {
 			if !a.IsValid() || a.Is4() != (s.Kind == SetIPv4Addrs) || a.Is4In6() {
@@ -186,6 +197,13 @@ func (r Rule) check(counters map[string]bool, sets map[string]Set, chains map[st
 			}
 		case Limit:
 			if e.Rate == 0 {
+				return errors.New("limit rate 0")
+			}
+		case Meter:
+			if s, ok := sets[e.Set]; !ok || s.Kind != SetIPv4Meter {
+				return fmt.Errorf("no meter %q", e.Set)
+			}
+			if e.Limit.Rate == 0 {
 				return errors.New("limit rate 0")
 			}
 		case Counter:
