@@ -24,7 +24,26 @@ type Options struct {
 	LeaseDir string
 	// Limits bound the packets handled; zero means DefaultLimits.
 	Limits Limits
+	// Budget bounds the new clients of a zone; zero means DefaultBudget.
+	Budget Budget
+	// SaveEvery is the least time between two writes of a zone's lease
+	// file; zero means DefaultSaveEvery, negative writes at every change.
+	SaveEvery time.Duration
 }
+
+// DefaultSaveEvery batches the writes of a zone's lease file: at most one
+// every 5 seconds (and one at shutdown), instead of one per ACK, so a
+// burst of lease events writes a few files, not megabytes, to the SD card.
+//
+// Durability: a power cut loses at most the lease changes of the last 5
+// seconds. That is safe because the clients concerned still hold their
+// addresses and ask for them again: at renewal (RENEWING, at half the
+// lease) or when they reconnect (INIT-REBOOT), a request for an address
+// nobody else holds is granted and its record restored; and a client that
+// finds its new address in use (RFC 5227 probing, which phones and
+// computers do) DECLINEs it and gets another. Renewals lost that way only
+// make a record look older than it is, and the same renewal fixes it.
+const DefaultSaveEvery = 5 * time.Second
 
 // poolWarnRatio is the pool usage above which a warning is raised.
 const poolWarnRatio = 0.9
@@ -48,6 +67,8 @@ type Server struct {
 	changed  chan struct{}
 	// version counts lease table changes (LeasesVersion).
 	version atomic.Uint64
+	// newProber returns the ARP prober of a zone's link (tests replace it).
+	newProber func(device string, src netip.Addr) prober
 }
 
 var _ box.Service = (*Server)(nil)
@@ -62,14 +83,24 @@ func New(d box.Deps, opts Options) *Server {
 	if opts.Limits == (Limits{}) {
 		opts.Limits = DefaultLimits
 	}
+	if opts.Budget == (Budget{}) {
+		opts.Budget = DefaultBudget
+	}
+	switch {
+	case opts.SaveEvery == 0:
+		opts.SaveEvery = DefaultSaveEvery
+	case opts.SaveEvery < 0:
+		opts.SaveEvery = 0
+	}
 	s := &Server{
-		log:      log,
-		now:      d.Now,
-		health:   d.Health,
-		opts:     opts,
-		m:        newMetrics(),
-		handlers: map[string]*Handler{},
-		changed:  make(chan struct{}, 1),
+		log:       log,
+		now:       d.Now,
+		health:    d.Health,
+		opts:      opts,
+		m:         newMetrics(),
+		handlers:  map[string]*Handler{},
+		changed:   make(chan struct{}, 1),
+		newProber: newARPProber,
 	}
 	for _, c := range append(s.m.collectors(), s) {
 		if err := reg.Register(c); err != nil {
@@ -104,9 +135,12 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 		if h, ok := s.handlers[z.Name]; ok && s.plan != nil && s.plan.LeaseFile(z.Name) == plan.LeaseFile(z.Name) {
 			h.update(z)
 			continue
+		} else if ok {
+			h.Flush() // its file moves: the old one gets the last changes
 		}
 		log := s.log.With("zone", z.Name)
-		h, problem := newHandler(log, z, fileStore{path: plan.LeaseFile(z.Name)}, s.m, s.opts.Limits, s.now)
+		hc := handlerConfig{limits: s.opts.Limits, budget: s.opts.Budget, saveEvery: s.opts.SaveEvery}
+		h, problem := newHandler(log, z, fileStore{path: plan.LeaseFile(z.Name)}, s.m, hc, s.now)
 		code := "dhcp-leases-unreadable:" + z.Name
 		if problem != nil {
 			log.Error("DHCP leases not restored", "file", plan.LeaseFile(z.Name), "err", problem)
@@ -115,21 +149,28 @@ func (s *Server) Apply(ctx context.Context, p box.Plan) error {
 			s.clear(code)
 		}
 		h.changed = func() { s.version.Add(1) }
+		h.alert = s.poke
 		s.handlers[z.Name] = h
 	}
-	for name := range s.handlers {
+	for name, h := range s.handlers {
 		if !keep[name] {
+			h.Flush()
 			delete(s.handlers, name)
 			s.clearZone(name)
 		}
 	}
 	s.plan = plan
 	s.version.Add(1)
+	s.poke()
+	return nil
+}
+
+// poke wakes Run: a new plan, or a flood to report at once.
+func (s *Server) poke() {
 	select {
 	case s.changed <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 func (s *Server) raise(code string, sev health.Severity, msg string) {
@@ -141,7 +182,7 @@ func (s *Server) clear(code string) {
 }
 
 func (s *Server) clearZone(zone string) {
-	for _, c := range []string{"dhcp-pool-full:", "dhcp-leases-unreadable:", "dhcp-leases-unsaved:"} {
+	for _, c := range []string{"dhcp-pool-full:", "dhcp-leases-unreadable:", "dhcp-leases-unsaved:", "dhcp-starvation:"} {
 		s.clear(c + zone)
 	}
 }
@@ -153,10 +194,12 @@ func (s *Server) handler(zone string) *Handler {
 }
 
 // Run serves every planned zone on its interface until ctx is done,
-// following later plans.
+// following later plans, and writes every zone's pending lease changes
+// before it returns.
 func (s *Server) Run(ctx context.Context) error {
 	type listener struct {
 		device string
+		server netip.Addr
 		cancel context.CancelFunc
 	}
 	running := map[string]listener{}
@@ -166,34 +209,41 @@ func (s *Server) Run(ctx context.Context) error {
 			l.cancel()
 		}
 		wg.Wait()
+		for _, h := range s.snapshot() {
+			h.Flush()
+		}
 	}()
 	tick := time.NewTicker(healthEvery)
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
-		want := map[string]string{}
+		want := map[string]ZonePlan{}
 		if s.plan != nil {
 			for _, z := range s.plan.Zones {
-				want[z.Name] = z.Device
+				want[z.Name] = z
 			}
 		}
 		s.mu.Unlock()
 		for zone, l := range running {
-			if dev, ok := want[zone]; !ok || dev != l.device {
+			if z, ok := want[zone]; !ok || z.Device != l.device || z.Server != l.server {
 				l.cancel()
 				delete(running, zone)
 			}
 		}
-		for zone, dev := range want {
+		for zone, z := range want {
 			if _, ok := running[zone]; ok {
 				continue
 			}
 			lctx, cancel := context.WithCancel(ctx)
-			running[zone] = listener{device: dev, cancel: cancel}
-			wg.Add(1)
+			running[zone] = listener{device: z.Device, server: z.Server, cancel: cancel}
+			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				s.serve(lctx, zone, dev)
+				s.serve(lctx, zone, z.Device)
+			}()
+			go func() {
+				defer wg.Done()
+				s.probeLoop(lctx, zone, z.Device, z.Server)
 			}()
 		}
 		s.checkHealth()
@@ -202,6 +252,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-s.changed:
 		case <-tick.C:
+			for _, h := range s.snapshot() {
+				h.maintain()
+			}
 		}
 	}
 }
@@ -268,6 +321,36 @@ func (s *Server) readLoop(conn net.PacketConn, zone string) error {
 	}
 }
 
+// probeRoundEvery is how often a zone's leased addresses are checked for
+// ARP probes due (probeAfter, probeEvery).
+const probeRoundEvery = 10 * time.Second
+
+// probeLoop probes the zone's leased addresses with ARP (reclaiming those
+// that never answer when the pool runs short) until ctx is done.
+func (s *Server) probeLoop(ctx context.Context, zone, dev string, src netip.Addr) {
+	p := s.newProber(dev, src)
+	tick := time.NewTicker(probeRoundEvery)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		h := s.handler(zone)
+		if h == nil {
+			continue
+		}
+		if err := h.probeRound(ctx, p); err != nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			s.log.Info("ARP probes of leased addresses failed", "zone", zone, "interface", dev, "err", err)
+		} else if err == nil {
+			lastErr = ""
+		}
+	}
+}
+
 // snapshot copies the zone handlers, so the pools can be read without
 // holding the server's lock while a handler takes its own.
 func (s *Server) snapshot() map[string]*Handler {
@@ -284,6 +367,12 @@ func (s *Server) checkHealth() {
 		code := "dhcp-pool-full:" + zone
 		if pool > 0 && float64(inUse) > poolWarnRatio*float64(pool) {
 			s.raise(code, health.Warn, fmt.Sprintf("Zone %s: the DHCP pool is %d%% used (%d of %d addresses); new devices may get no address.", zone, inUse*100/pool, inUse, pool))
+		} else {
+			s.clear(code)
+		}
+		code = "dhcp-starvation:" + zone
+		if _, _, on := h.flood(); on {
+			s.raise(code, health.Warn, fmt.Sprintf("Zone %s: more new devices asked for a DHCP address than the zone's budget allows (%g at once, %g a minute): this looks like an address-starvation attack from a device of the zone. Known devices keep their addresses; new ones are served when they ask again, a few seconds later.", zone, s.opts.Budget.NewBurst, s.opts.Budget.NewPerMinute))
 		} else {
 			s.clear(code)
 		}

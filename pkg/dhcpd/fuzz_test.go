@@ -66,7 +66,7 @@ func FuzzHandle(f *testing.F) {
 			t.Fatalf("stored leases do not decode: %v", err)
 		}
 		reload := newTable(z)
-		if skipped := reload.load(ls); skipped != 0 {
+		if skipped := reload.load(ls, hs.clock.now()); skipped != 0 {
 			t.Fatalf("stored leases: %d would be dropped at load", skipped)
 		}
 		got, want := reload.records(), hs.h.t.records()

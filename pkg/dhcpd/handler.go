@@ -38,30 +38,54 @@ type Reply struct {
 var broadcastDst = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)
 
 // Handler answers the DHCP messages of one zone. It holds the zone's lease
-// table and writes it to its store after every change, before replying. It
-// is safe for concurrent use.
+// table and writes it to its store at most once per saveEvery (writeback).
+// It is safe for concurrent use.
 type Handler struct {
 	log   *slog.Logger
 	now   func() time.Time
 	m     *metrics
 	store store
+	cfg   handlerConfig
+	names *pseudonyms
 
 	mu          sync.Mutex
 	zone        ZonePlan
 	t           *table
 	lim         *limiter
+	adm         *admission
 	lastExhaust time.Time
 	storeErr    error // last failed save, nil once a save succeeds
+	// Writeback: dirty says the table changed since the last write,
+	// lastSave when that write was, pending that a write is scheduled.
+	dirty    bool
+	lastSave time.Time
+	pending  bool
 	// changed, when set, is called after every change of the table (the
-	// Server's LeasesVersion).
+	// Server's LeasesVersion); alert when a flood of new clients starts
+	// (the Server checks its health at once).
 	changed func()
+	alert   func()
+}
+
+// handlerConfig is what a zone's handler takes from the server's Options.
+type handlerConfig struct {
+	limits Limits
+	budget Budget
+	// saveEvery is the least time between two writes of the lease file;
+	// zero writes at every change.
+	saveEvery time.Duration
+	// schedule runs f after d (time.AfterFunc); tests replace it.
+	schedule func(d time.Duration, f func())
 }
 
 // newHandler returns the handler of a zone with the leases of st. A store
 // that cannot be read or decoded does not stop the zone: the handler starts
 // with what it could load, and problem says what happened.
-func newHandler(log *slog.Logger, z ZonePlan, st store, m *metrics, limits Limits, now func() time.Time) (h *Handler, problem error) {
-	h = &Handler{log: log, now: now, m: m, store: st, zone: z, t: newTable(z), lim: newLimiter(limits)}
+func newHandler(log *slog.Logger, z ZonePlan, st store, m *metrics, cfg handlerConfig, now func() time.Time) (h *Handler, problem error) {
+	if cfg.schedule == nil {
+		cfg.schedule = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
+	h = &Handler{log: log, now: now, m: m, store: st, cfg: cfg, names: &pseudonyms{}, zone: z, t: newTable(z), lim: newLimiter(cfg.limits), adm: newAdmission(cfg.budget)}
 	data, err := st.Load()
 	switch {
 	case err != nil:
@@ -77,10 +101,15 @@ func newHandler(log *slog.Logger, z ZonePlan, st store, m *metrics, limits Limit
 			}
 			break
 		}
-		if skipped := h.t.load(ls); skipped > 0 {
+		t := now()
+		if skipped := h.t.load(ls, t); skipped > 0 {
 			log.Warn("leases dropped at load: outside the zone's pool, reserved for another device, or duplicates", "dropped", skipped, "kept", len(h.t.byAddr))
 		}
-		log.Info("leases loaded", "event", "dhcp-leases-loaded", "records", len(h.t.byAddr), "in_use", h.t.inUse(now()))
+		if n := h.t.prune(t); n > 0 {
+			log.Info("lease records past their retention deleted", "deleted", n, "retention", recordRetention)
+			h.write(t)
+		}
+		log.Info("leases loaded", "event", "dhcp-leases-loaded", "records", len(h.t.byAddr), "in_use", h.t.inUse(t))
 	}
 	return h, problem
 }
@@ -159,17 +188,20 @@ func (h *Handler) Handle(pkt []byte, src netip.AddrPort) (Reply, bool) {
 	h.m.received.WithLabelValues(zone, mt.String()).Inc()
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
-		a, ok := h.t.choose(mac, requested, now)
+		if !h.admit(mac, now) {
+			return drop("new_client_budget")
+		}
+		a, ok := h.choose(mac, requested, now)
 		if !ok {
 			h.m.exhausted.WithLabelValues(zone).Inc()
 			if now.Sub(h.lastExhaust) >= exhaustLogEvery {
 				h.lastExhaust = now
-				h.log.Warn("DHCP pool full: client gets no address", "mac", net.HardwareAddr(mac[:]).String(), "pool", h.zone.PoolSize())
+				h.log.Warn("DHCP pool full: client gets no address", "pool", h.zone.PoolSize(), "in_use", h.t.inUse(now))
 			}
 			return drop("pool_exhausted")
 		}
 		h.t.offer(mac, a, now)
-		return h.reply(req, dhcpv4.MessageTypeOffer, a, true)
+		return h.reply(req, dhcpv4.MessageTypeOffer, a, h.t.offerLease(mac, a))
 
 	case dhcpv4.MessageTypeRequest:
 		if serverID.IsValid() && serverID != h.zone.Server {
@@ -189,13 +221,16 @@ func (h *Handler) Handle(pkt []byte, src netip.AddrPort) (Reply, bool) {
 		if !h.zone.Subnet.Contains(a) {
 			return h.nak(req, "address not on this network")
 		}
+		if !h.admit(mac, now) {
+			return drop("new_client_budget")
+		}
 		l, err := h.t.bind(mac, a, cleanHostname(req.HostName()), now)
 		if err != nil {
 			return h.nak(req, err.Error())
 		}
 		h.save()
 		h.log.Debug("lease", "mac", net.HardwareAddr(mac[:]).String(), "addr", a, "until", l.Expiry)
-		return h.reply(req, dhcpv4.MessageTypeAck, a, true)
+		return h.ack(req, a, l.Expiry.Sub(now))
 
 	case dhcpv4.MessageTypeRelease:
 		if !ciaddr.IsValid() {
@@ -211,7 +246,7 @@ func (h *Handler) Handle(pkt []byte, src netip.AddrPort) (Reply, bool) {
 			return drop("bad_request")
 		}
 		if h.t.decline(mac, requested, now) {
-			h.log.Warn("a client found its address in use by another host; address quarantined", "addr", requested, "mac", net.HardwareAddr(mac[:]).String())
+			h.log.Warn("a client found its address in use by another host; address quarantined", "addr", requested, "client", h.names.of(now, mac))
 			h.save()
 		}
 		return Reply{}, false
@@ -220,9 +255,55 @@ func (h *Handler) Handle(pkt []byte, src netip.AddrPort) (Reply, bool) {
 		if !ciaddr.IsValid() || !h.zone.Subnet.Contains(ciaddr) {
 			return drop("bad_request")
 		}
-		return h.reply(req, dhcpv4.MessageTypeAck, netip.Addr{}, false)
+		return h.reply(req, dhcpv4.MessageTypeAck, netip.Addr{}, 0)
 	}
 	return drop("unexpected_type")
+}
+
+// known reports whether mac is a client the zone has seen: a record (live
+// or not), an offer, or a reservation.
+func (h *Handler) known(mac [6]byte) bool {
+	if _, ok := h.t.byMAC[mac]; ok {
+		return true
+	}
+	if _, ok := h.t.offers[mac]; ok {
+		return true
+	}
+	_, ok := h.t.reservedFor[mac]
+	return ok
+}
+
+// admit applies the zone's new-client budget: known clients always pass.
+func (h *Handler) admit(mac [6]byte, now time.Time) bool {
+	if h.known(mac) {
+		return true
+	}
+	ok, started := h.adm.admit(mac, now)
+	if started {
+		h.log.Warn("DHCP flood of new clients: new devices are served only when they retry", "budget_per_minute", h.cfg.budget.NewPerMinute, "burst", h.cfg.budget.NewBurst, "in_use", h.t.inUse(now), "pool", h.zone.PoolSize())
+		if h.alert != nil {
+			h.alert()
+		}
+	}
+	return ok
+}
+
+// choose picks an address for mac (table.choose), counting the leases it
+// reclaims for ARP silence.
+func (h *Handler) choose(mac [6]byte, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+	before := h.t.reclaimedSilent
+	a, ok := h.t.choose(mac, requested, now)
+	if n := h.t.reclaimedSilent - before; n > 0 {
+		h.m.reclaimedSilent.WithLabelValues(h.zone.Name).Add(float64(n))
+		h.log.Info("lease of an address that never answered ARP reclaimed for a new client", "addr", a)
+		h.save()
+	}
+	return a, ok
+}
+
+// ack builds the ACK of a lease of d.
+func (h *Handler) ack(req *dhcpv4.DHCPv4, a netip.Addr, d time.Duration) (Reply, bool) {
+	return h.reply(req, dhcpv4.MessageTypeAck, a, d)
 }
 
 // checkOptions rejects options whose length is wrong for their type;
@@ -262,9 +343,9 @@ func addr4(ip net.IP) (netip.Addr, bool) {
 	return a, true
 }
 
-// reply builds an OFFER or ACK. yiaddr is unset for an INFORM's ACK, which
-// carries no lease.
-func (h *Handler) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr, lease bool) (Reply, bool) {
+// reply builds an OFFER or ACK of a lease of d. yiaddr is unset and d zero
+// for an INFORM's ACK, which carries no lease.
+func (h *Handler) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.Addr, d time.Duration) (Reply, bool) {
 	z := &h.zone
 	mask := net.CIDRMask(z.Subnet.Bits(), 32)
 	mods := []dhcpv4.Modifier{
@@ -281,12 +362,13 @@ func (h *Handler) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr netip.
 	if len(z.NTP) > 0 {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptNTPServers(ips(z.NTP)...)))
 	}
-	if lease {
+	if d > 0 {
+		d = d.Round(time.Second)
 		mods = append(mods,
 			dhcpv4.WithYourIP(ip(yiaddr)),
-			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(z.LeaseTime)),
-			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(z.LeaseTime/2)),
-			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(z.LeaseTime*7/8)),
+			dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(d)),
+			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(d/2)),
+			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(d*7/8)),
 		)
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
@@ -320,13 +402,45 @@ func (h *Handler) nak(req *dhcpv4.DHCPv4, why string) (Reply, bool) {
 	return Reply{Data: resp.ToBytes(), Dst: broadcastDst}, true
 }
 
-// save writes the zone's records. A failed write does not stop the reply:
-// the school keeps getting addresses, and the failure is counted, logged and
-// raised as a health warning by the Server.
+// save records a change of the table. The lease file is written at once
+// if the last write is saveEvery old, else when it will be: a burst of
+// lease events (a class arriving, a flood) costs one write per saveEvery,
+// not one per ACK. What a power cut can lose, and why that is safe, is
+// said in docs/privacy.md and on DefaultSaveEvery.
 func (h *Handler) save() {
 	if h.changed != nil {
 		h.changed()
 	}
+	h.dirty = true
+	now := h.now()
+	wait := h.lastSave.Add(h.cfg.saveEvery).Sub(now)
+	if wait <= 0 {
+		h.write(now)
+		return
+	}
+	if !h.pending {
+		h.pending = true
+		h.cfg.schedule(wait, h.Flush)
+	}
+}
+
+// Flush writes the lease file if the table changed since the last write:
+// at the end of a writeback delay, and at shutdown.
+func (h *Handler) Flush() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.pending = false
+	if h.dirty {
+		h.write(h.now())
+	}
+}
+
+// write writes the zone's records. A failed write does not stop the
+// replies: the school keeps getting addresses, and the failure is counted,
+// logged and raised as a health warning by the Server; the next change
+// tries again.
+func (h *Handler) write(now time.Time) {
+	h.lastSave = now
 	data, err := encodeLeases(h.zone.Name, h.t.records())
 	if err == nil {
 		err = h.store.Save(data)
@@ -339,7 +453,32 @@ func (h *Handler) save() {
 		h.storeErr = err
 		return
 	}
+	h.m.storeBytes.WithLabelValues(h.zone.Name).Add(float64(len(data)))
 	h.storeErr = nil
+	h.dirty = false
+}
+
+// maintain does the zone's periodic work: expired offers are forgotten,
+// records past their retention deleted.
+func (h *Handler) maintain() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	h.t.expireOffers(now)
+	if n := h.t.prune(now); n > 0 {
+		h.log.Info("lease records past their retention deleted", "deleted", n, "retention", recordRetention)
+		h.save()
+	}
+	if h.dirty && !h.pending && now.Sub(h.lastSave) >= h.cfg.saveEvery {
+		h.write(now) // a write that failed, tried again
+	}
+}
+
+// flood reports whether a flood of new clients is going on.
+func (h *Handler) flood() (since time.Time, refused int, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.adm.flooded(h.now())
 }
 
 // usage reports the pool's size and the addresses held in it now, and

@@ -72,14 +72,29 @@ type harness struct {
 	m     *metrics
 }
 
+// testConfig is a handler configuration with these limits, no new-client
+// budget and a write of the lease file at every change.
+func testConfig(limits Limits) handlerConfig {
+	return handlerConfig{limits: limits, budget: unlimitedBudget()}
+}
+
+func unlimitedBudget() Budget {
+	return Budget{NewPerMinute: 1e9, NewBurst: 1e9, RetriesPerMinute: 1e9, RetryBurst: 1e9, FloodQuiet: time.Second}
+}
+
 func newHarness(t testing.TB, z ZonePlan, st store, limits Limits) *harness {
+	t.Helper()
+	return newHarnessWith(t, z, st, testConfig(limits))
+}
+
+func newHarnessWith(t testing.TB, z ZonePlan, st store, cfg handlerConfig) *harness {
 	t.Helper()
 	if st == nil {
 		st = &memStore{}
 	}
 	c := newClock()
 	m := newMetrics()
-	h, problem := newHandler(discardLog(), z, st, m, limits, c.now)
+	h, problem := newHandler(discardLog(), z, st, m, cfg, c.now)
 	if problem != nil {
 		t.Fatalf("new handler: %v", problem)
 	}

@@ -4,17 +4,51 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
 // Timings of the lease manager.
 const (
 	// offerHold is how long an offered address stays set aside for the
-	// client it was offered to: clients answer an OFFER within seconds.
-	offerHold = time.Minute
+	// client it was offered to. Clients answer an OFFER within a second
+	// (their REQUEST still succeeds after the hold while nobody took the
+	// address); a long hold would let DISCOVERs alone, from random
+	// hardware addresses, hold the whole pool (issue 12).
+	offerHold = 5 * time.Second
 	// declineQuarantine keeps an address a client found in use (DECLINE)
 	// out of the pool for a while, as RFC 2131 asks.
 	declineQuarantine = 10 * time.Minute
+	// firstLease bounds the lease of a client's first ACK for an address:
+	// a device that really uses it renews at half of it and then gets the
+	// zone's full lease time, while addresses taken by a flood of random
+	// hardware addresses, which never renew, come back within minutes
+	// instead of hours (issue 12).
+	firstLease = 10 * time.Minute
+	// recordRetention is how long a record outlives its lease. Its only
+	// use then is to give a returning device its previous address back
+	// (and to answer "which device had this address" in an incident):
+	// a week covers a weekend and a few days of absence; a device away
+	// longer simply gets another address. The DNS filter's query log
+	// keeps the same 7 days by default (docs/privacy.md).
+	recordRetention = 7 * 24 * time.Hour
+)
+
+// ARP probing of bound addresses (issue 12): a client whose first lease
+// was never renewed and whose address never answered ARP is no device at
+// all (a flood of random hardware addresses); its address is reclaimed
+// first when the pool has no never-used address left.
+const (
+	// probeAfter is how long after its first ACK an address is probed: a
+	// real client configures it within seconds.
+	probeAfter = time.Minute
+	// probeEvery separates two probes of the same address.
+	probeEvery = 30 * time.Second
+	// silentProbes unanswered probes make an address silent (one lost
+	// ARP reply is not enough).
+	silentProbes = 2
+	// maxProbes bounds the addresses probed in one round.
+	maxProbes = 64
 )
 
 // lease is one address record. A record outlives its lease: once expired
@@ -27,6 +61,26 @@ type lease struct {
 	Hostname string
 	Expiry   time.Time
 	Declined bool
+
+	// Renewed says the client asked again for an address it already had
+	// a record of (a renewal, or a return after the lease ended): it gets
+	// the full lease time and is never reclaimed for ARP silence. It is
+	// not stored: at load, a record whose lease runs longer than
+	// firstLease must have been renewed.
+	Renewed bool
+	// Probe state, in memory only: when the address was bound (by the
+	// ACK that created the record), when it was last probed, unanswered
+	// probes, and whether it ever answered.
+	bound    time.Time
+	probed   time.Time
+	silent   int
+	answered bool
+}
+
+// reclaimable reports whether l is a live lease of a client that never
+// renewed and whose address never answered ARP.
+func (l *lease) reclaimable(now time.Time) bool {
+	return !l.Declined && !l.Renewed && !l.answered && l.silent >= silentProbes && l.live(now)
 }
 
 func (l *lease) live(now time.Time) bool { return now.Before(l.Expiry) }
@@ -60,6 +114,11 @@ type table struct {
 	// Release, decline and reloads, which can expire records early, reset
 	// it.
 	noExpiredBefore time.Time
+	// noSilent says a scan found no ARP-silent lease to reclaim, until a
+	// probe finds one.
+	noSilent bool
+	// reclaimedSilent counts the leases reclaimed for ARP silence.
+	reclaimedSilent int
 }
 
 func newTable(z ZonePlan) *table {
@@ -188,7 +247,91 @@ func (t *table) choose(mac [6]byte, requested netip.Addr, now time.Time) (netip.
 	if a, ok := t.neverUsed(now); ok {
 		return a, true
 	}
+	if a, ok := t.reclaimSilent(now); ok {
+		return a, true
+	}
 	return t.oldestExpired(mac, now)
+}
+
+// reclaimSilent ends the oldest live lease that was never renewed and whose
+// address never answered ARP, and returns its address. Such a lease is
+// reclaimed before expired records of real clients, which may come back
+// for their address.
+func (t *table) reclaimSilent(now time.Time) (netip.Addr, bool) {
+	if t.noSilent {
+		return netip.Addr{}, false
+	}
+	var best *lease
+	for a, l := range t.byAddr {
+		if !t.inPool(a) || !l.reclaimable(now) {
+			continue
+		}
+		if _, offered := t.offeredAddr[a]; offered {
+			continue
+		}
+		if best == nil || l.bound.Before(best.bound) || (l.bound.Equal(best.bound) && a.Less(best.Addr)) {
+			best = l
+		}
+	}
+	if best == nil {
+		t.noSilent = true
+		return netip.Addr{}, false
+	}
+	t.remove(best)
+	t.reclaimedSilent++
+	return best.Addr, true
+}
+
+// probeCandidates returns up to max addresses to probe now: live leases of
+// clients that never renewed, bound at least probeAfter ago, neither
+// answered nor silent yet, not probed in the last probeEvery.
+func (t *table) probeCandidates(now time.Time, max int) []netip.Addr {
+	var out []netip.Addr
+	for a, l := range t.byAddr {
+		if len(out) >= max {
+			break
+		}
+		if l.Declined || l.Renewed || l.answered || l.silent >= silentProbes || !l.live(now) || !t.inPool(a) {
+			continue
+		}
+		if now.Sub(l.bound) < probeAfter || now.Sub(l.probed) < probeEvery {
+			continue
+		}
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// probeResult records the outcome of a probe of a sent at asked. A record
+// bound after asked (the address changed hands meanwhile) is left alone.
+func (t *table) probeResult(a netip.Addr, answered bool, asked time.Time) {
+	l, ok := t.byAddr[a]
+	if !ok || l.Declined || l.bound.After(asked) {
+		return
+	}
+	l.probed = asked
+	if answered {
+		l.answered = true
+		return
+	}
+	l.silent++
+	if l.silent >= silentProbes {
+		t.noSilent = false
+	}
+}
+
+// prune deletes the records whose lease ended more than recordRetention
+// ago, and returns how many.
+func (t *table) prune(now time.Time) int {
+	n := 0
+	for _, l := range t.byAddr {
+		if now.Sub(l.Expiry) > recordRetention {
+			t.remove(l)
+			n++
+		}
+	}
+	return n
 }
 
 func (t *table) neverUsed(now time.Time) (netip.Addr, bool) {
@@ -260,8 +403,11 @@ var (
 	errTaken         = errors.New("address held by another client")
 )
 
-// bind gives a to mac until now+leaseTime. It replaces mac's record of
-// another address and an expired record of another client on a.
+// bind gives a to mac. It replaces mac's record of another address and an
+// expired record of another client on a. A client asking again for an
+// address it has a record of (renewing, or back after its lease ended),
+// and a reserved device, get the zone's lease time; the first ACK of an
+// address to a client gets at most firstLease.
 func (t *table) bind(mac [6]byte, a netip.Addr, hostname string, now time.Time) (*lease, error) {
 	if !t.assignable(a, mac) {
 		return nil, errNotAssignable
@@ -280,17 +426,42 @@ func (t *table) bind(mac [6]byte, a netip.Addr, hostname string, now time.Time) 
 	}
 	t.dropOffer(mac)
 	l, ok := t.byAddr[a]
-	if !ok {
-		l = &lease{Addr: a, MAC: mac}
+	if ok && !l.Declined {
+		l.Renewed = true
+	} else {
+		if ok {
+			t.remove(l) // a quarantine that ended
+		}
+		_, reserved := t.reservedFor[mac]
+		l = &lease{Addr: a, MAC: mac, Renewed: reserved, bound: now}
 		t.byAddr[a] = l
 		t.byMAC[mac] = l
 	}
-	l.Declined = false
-	l.Expiry = now.Add(t.zone.LeaseTime)
+	l.Expiry = now.Add(t.leaseTime(l))
 	if hostname != "" {
 		l.Hostname = hostname
 	}
 	return l, nil
+}
+
+// offerLease is the lease an OFFER of a to mac announces: what bind will
+// give.
+func (t *table) offerLease(mac [6]byte, a netip.Addr) time.Duration {
+	if l, ok := t.byAddr[a]; ok && l.MAC == mac && !l.Declined {
+		return t.zone.LeaseTime
+	}
+	if _, ok := t.reservedFor[mac]; ok {
+		return t.zone.LeaseTime
+	}
+	return min(firstLease, t.zone.LeaseTime)
+}
+
+// leaseTime is the lease l gets at its next ACK.
+func (t *table) leaseTime(l *lease) time.Duration {
+	if l.Renewed {
+		return t.zone.LeaseTime
+	}
+	return min(firstLease, t.zone.LeaseTime)
 }
 
 // release ends mac's lease of a now, keeping the record so the client gets
@@ -367,14 +538,16 @@ func (t *table) records() []lease {
 
 // load replaces the records with ls, skipping those the zone plan does not
 // allow and duplicates (the later expiry wins). It returns how many were
-// skipped.
-func (t *table) load(ls []lease) int {
+// skipped. A record whose lease ends more than firstLease after now was
+// renewed; the others count as bound now for ARP probing.
+func (t *table) load(ls []lease, now time.Time) int {
 	t.byAddr = map[netip.Addr]*lease{}
 	t.byMAC = map[[6]byte]*lease{}
 	t.offers = map[[6]byte]offer{}
 	t.offeredAddr = map[netip.Addr][6]byte{}
 	t.exhausted = false
 	t.noExpiredBefore = time.Time{}
+	t.noSilent = false
 	skipped := 0
 	for _, l := range ls {
 		l := l
@@ -402,6 +575,11 @@ func (t *table) load(ls []lease) int {
 			}
 			t.remove(old)
 		}
+		l.Renewed = l.Renewed || l.Expiry.Sub(now) > firstLease
+		if _, reserved := t.reservedFor[l.MAC]; reserved {
+			l.Renewed = true
+		}
+		l.bound = now
 		t.byAddr[l.Addr] = &l
 		if !l.Declined {
 			t.byMAC[l.MAC] = &l

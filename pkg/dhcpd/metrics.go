@@ -11,6 +11,10 @@ type metrics struct {
 	dropped   *prometheus.CounterVec // zone, reason
 	exhausted *prometheus.CounterVec // zone
 	storeErrs *prometheus.CounterVec // zone
+	// storeBytes counts the bytes of lease files written (flash wear).
+	storeBytes      *prometheus.CounterVec // zone
+	reclaimedSilent *prometheus.CounterVec // zone
+	probes          *prometheus.CounterVec // zone, result
 }
 
 func newMetrics() *metrics {
@@ -35,11 +39,23 @@ func newMetrics() *metrics {
 			Name: "passerelle_dhcp_lease_store_errors_total",
 			Help: "Failed writes of the zone's lease file.",
 		}, []string{"zone"}),
+		storeBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "passerelle_dhcp_lease_file_bytes_written_total",
+			Help: "Bytes of the zone's lease file written to storage.",
+		}, []string{"zone"}),
+		reclaimedSilent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "passerelle_dhcp_reclaimed_silent_total",
+			Help: "Leases reclaimed before their end for a new client because the address never answered ARP and the client never renewed.",
+		}, []string{"zone"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "passerelle_dhcp_arp_probes_total",
+			Help: "ARP probes of leased addresses, by result (answered, silent, error).",
+		}, []string{"zone", "result"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.replies, m.dropped, m.exhausted, m.storeErrs}
+	return []prometheus.Collector{m.received, m.replies, m.dropped, m.exhausted, m.storeErrs, m.storeBytes, m.reclaimedSilent, m.probes}
 }
 
 var (

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -107,22 +108,48 @@ func decodeLeases(zone string, data []byte) ([]lease, error) {
 	return out, nil
 }
 
+// Lease files hold personal data (hardware addresses, host names such as
+// "iPhone-de-Lea"): readable by root only, in a directory of root's
+// (docs/privacy.md).
+const (
+	leaseFileMode = 0o600
+	leaseDirMode  = 0o700
+)
+
 // fileStore keeps leases in one file, replaced atomically: a crash at any
 // point leaves either the old or the new file, never a mix.
 type fileStore struct {
 	path string
 }
 
+// Load reads the file, first closing it (and its directory) to others if
+// an earlier firmware left them readable.
 func (s fileStore) Load() ([]byte, error) {
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	if err == nil {
+		restrict(s.path, leaseFileMode)
+		restrict(filepath.Dir(s.path), leaseDirMode)
+	}
 	return b, err
 }
 
 func (s fileStore) Save(data []byte) error {
-	return atomicfile.Write(s.path, data, 0o644)
+	dir := filepath.Dir(s.path)
+	if err := os.MkdirAll(dir, leaseDirMode); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	restrict(dir, leaseDirMode)
+	return atomicfile.Write(s.path, data, leaseFileMode)
+}
+
+// restrict removes the permissions of path beyond mode.
+func restrict(path string, mode os.FileMode) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&^mode != 0 {
+		os.Chmod(path, fi.Mode().Perm()&mode)
+	}
 }
 
 // setAside renames an unreadable lease file so that it is kept for
@@ -136,6 +163,7 @@ func (s fileStore) setAside(now time.Time) (string, error) {
 type memStore struct {
 	data  []byte
 	saves int
+	bytes int // written in all
 }
 
 func (m *memStore) Load() ([]byte, error) { return m.data, nil }
@@ -143,6 +171,7 @@ func (m *memStore) Load() ([]byte, error) { return m.data, nil }
 func (m *memStore) Save(data []byte) error {
 	m.data = append([]byte(nil), data...)
 	m.saves++
+	m.bytes += len(data)
 	return nil
 }
 
