@@ -74,17 +74,34 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	c.system = boot.NewSystem(deps, o.boot, o.pid1)
 	c.uplinks = uplink.New(deps, uplink.Options{})
 	c.fw = firewall.New(deps)
-	// The DNS filter hands the firewall the DoH addresses to drop.
-	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw})
+	dhcp := dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir})
+	// The DNS filter hands the firewall the DoH addresses to drop, and
+	// answers the DHCP clients' names from the live leases.
+	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw, Leases: leaseNames{dhcp}})
 	c.components = []box.Component{
 		c.system,
 		netif.New(deps),
 		c.uplinks,
 		c.fw,
 		dns,
-		dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir}),
+		dhcp,
 		timesync.New(deps, timesync.Options{Clock: o.clock}),
 	}
 	c.box = box.New(log, c.components...)
 	return c, nil
+}
+
+// leaseNames shows the DHCP server's leases to the DNS filter in the
+// filter's terms (neither package imports the other).
+type leaseNames struct{ s *dhcpd.Server }
+
+func (l leaseNames) LeasesVersion() uint64 { return l.s.LeasesVersion() }
+
+func (l leaseNames) NamedLeases() []dnsfilter.Lease {
+	in := l.s.NamedLeases()
+	out := make([]dnsfilter.Lease, len(in))
+	for i, x := range in {
+		out[i] = dnsfilter.Lease{Zone: x.Zone, Addr: x.Addr, Client: x.MAC.String(), Hostname: x.Hostname}
+	}
+	return out
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// UDPSockets is the number of UDP sockets per zone address sharing
 	// the port; 0 means one per CPU.
 	UDPSockets int
+	// Leases are the DHCP clients' host names, answered under their
+	// zone's search domain; nil answers only the box's names and the
+	// named reservations.
+	Leases LeaseNames
 }
 
 // maxInflight bounds the UDP queries waiting for upstreams at once; more
@@ -73,7 +77,9 @@ type Filter struct {
 	lists       atomic.Pointer[ut1.Lists]
 	listsSince  atomic.Int64 // unix nanoseconds the lists in use were installed
 	listsKick   chan struct{}
-	listsLoaded chan struct{} // closed at the first successful load (tests)
+	hostTab     atomic.Pointer[hostTable] // device names (hosts.go)
+	hostMu      sync.Mutex                // one rebuild of hostTab at a time
+	listsLoaded chan struct{}             // closed at the first successful load (tests)
 	loadedOnce  sync.Once
 
 	mu        sync.Mutex

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,16 @@ type fakeUpstream struct {
 	addr    netip.AddrPort
 	down    atomic.Bool
 	queries atomic.Int64
+
+	mu   sync.Mutex
+	seen []string // every question received, "name TYPE", lower case
+}
+
+// received returns the questions that reached the upstream so far.
+func (u *fakeUpstream) received() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.seen)
 }
 
 func startUpstream(t testing.TB) *fakeUpstream {
@@ -61,6 +72,11 @@ func startUpstream(t testing.TB) *fakeUpstream {
 	u.addr = netip.MustParseAddrPort(pc.LocalAddr().String())
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		u.queries.Add(1)
+		if len(req.Question) > 0 {
+			u.mu.Lock()
+			u.seen = append(u.seen, strings.ToLower(req.Question[0].Name)+" "+dns.TypeToString[req.Question[0].Qtype])
+			u.mu.Unlock()
+		}
 		if u.down.Load() {
 			return
 		}

@@ -23,6 +23,7 @@ type Plan struct {
 	Lists     ListsPlan
 	Privacy   PrivacyPlan
 	RateLimit int // queries per second per client
+	Local     LocalPlan
 }
 
 // Listener is the server on one zone's box address.
@@ -122,6 +123,7 @@ func Compile(cfg *config.Config) (*Plan, error) {
 		}
 		p.Resolver.Forwards = append(p.Resolver.Forwards, resolver.Forward{Domain: d, Servers: slices.Clone(cf.Servers)})
 	}
+	p.Local = compileLocal(cfg, p.Resolver.Forwards)
 	p.Resolver.Race = cfg.DNS.Race
 	p.Resolver.CacheSize = cfg.DNS.Cache.Size
 	p.Resolver.MinTTL = time.Duration(cfg.DNS.Cache.MinTTL)
@@ -136,6 +138,33 @@ func Compile(cfg *config.Config) (*Plan, error) {
 		Dir:        cfg.DNS.Privacy.Directory,
 	}
 	return p, nil
+}
+
+// compileLocal derives the names the box answers itself.
+func compileLocal(cfg *config.Config, forwards []resolver.Forward) LocalPlan {
+	lower := func(s string) string { return strings.TrimSuffix(strings.ToLower(s), ".") }
+	lp := LocalPlan{Domain: lower(cfg.DNS.LocalDomain)}
+	if h := lower(cfg.Identity.Hostname); h != "" && lp.Domain != "" {
+		lp.BoxName = h + "." + lp.Domain
+	}
+	for _, z := range cfg.Zones {
+		lz := LocalZone{Name: z.Name, Addr: z.Address, Domain: lower(z.DHCP.Domain), Guest: z.Kind == config.KindGuest}
+		for _, s := range append([]string{lp.Domain}, privateSuffixes...) {
+			if s != "" && lz.Domain != "" && inDomain(lz.Domain, s) {
+				lz.Whole = true
+			}
+		}
+		lp.Zones = append(lp.Zones, lz)
+		for _, r := range z.DHCP.Reservations {
+			if l := sanitizeLabel(r.Name); l != "" {
+				lp.Hosts = append(lp.Hosts, LocalHost{Zone: z.Name, Label: l, Addr: r.Address})
+			}
+		}
+	}
+	for _, f := range forwards {
+		lp.Forwards = append(lp.Forwards, f.Domain)
+	}
+	return lp
 }
 
 // refreshMinute picks a minute of the window from the host name.
@@ -217,6 +246,28 @@ func (p *Plan) String() string {
 		b.WriteString("privacy: aggregate counters only\n")
 	}
 	fmt.Fprintf(&b, "rate limit %d queries/s per client\n", p.RateLimit)
+	if l := p.Local; l.Domain != "" {
+		fmt.Fprintf(&b, "local names, never forwarded: box %s", l.BoxName)
+		for _, z := range l.Zones {
+			scope := "device names"
+			if z.Whole {
+				scope = "whole"
+			}
+			fmt.Fprintf(&b, "; zone %s %s (%s)", z.Name, z.Domain, scope)
+		}
+		fmt.Fprintf(&b, "; %d named reservations; wpad, localhost, single labels, .local\n", len(l.Hosts))
+		b.WriteString("private reverse zones answered on the box (RFC 6303, 100.64/10)")
+		var fw []string
+		for _, d := range l.Forwards {
+			if _, ok := reverseZone(d); ok || strings.HasSuffix(d, ".arpa") {
+				fw = append(fw, d)
+			}
+		}
+		if len(fw) > 0 {
+			fmt.Fprintf(&b, " except those forwarded: %s", strings.Join(fw, ","))
+		}
+		b.WriteString("\n")
+	}
 	return b.String()
 }
 

@@ -108,13 +108,16 @@ func (f *Filter) answer(zone string, client netip.Addr, req *dns.Msg, fast bool)
 		resp.Rcode = dns.RcodeRefused
 		return finish(req, resp, nil), false
 	}
+	name := queryName(q.Name)
+	if m := f.local(zone, req, resp, name); m != nil {
+		return m, false // never leaves the box (local.go)
+	}
 	pol := f.policy.Load()
 	zp := pol.zones[zone]
 	var pr *profile
 	if zp != nil {
 		pr = zp.profile
 	}
-	name := queryName(q.Name)
 	v := pr.decide(name, pol.lists)
 	switch v.action {
 	case nodata:
