@@ -336,6 +336,9 @@ func (t *table) prune(now time.Time) int {
 
 func (t *table) neverUsed(now time.Time) (netip.Addr, bool) {
 	if t.exhausted {
+		t.expireOffers(now) // an offer that ended frees its address
+	}
+	if t.exhausted {
 		return netip.Addr{}, false
 	}
 	start, end := u32(t.zone.RangeStart), u32(t.zone.RangeEnd)
