@@ -19,7 +19,8 @@ import (
 //     host names from the live leases and the named reservations; wpad
 //     and unknown names NXDOMAIN;
 //   - localhost and *.localhost (RFC 6761): 127.0.0.1 and ::1;
-//   - single-label names and .local (mDNS, RFC 6762): NXDOMAIN;
+//   - single-label names, .local (mDNS, RFC 6762) and the private-use
+//     suffixes (lan, internal...): NXDOMAIN;
 //   - reverse lookups of private and special addresses (RFC 6303 locally
 //     served zones, RFC 7793 for 100.64/10): the box's and the leases'
 //     PTR, NXDOMAIN for the rest, unless a conditional forward covers the
@@ -70,11 +71,14 @@ type LocalHost struct {
 	Addr  netip.Addr
 }
 
-// privateSuffixes are suffixes no public name has: a zone search domain
-// under one is answered whole on the box. home.arpa (RFC 8375) and
-// internal (ICANN, 2024) are reserved; the others are never delegated
-// (ICANN name collision: home, corp) or in wide private use.
-var privateSuffixes = []string{"home.arpa", "internal", "lan", "localdomain", "home", "corp", "intranet", "private"}
+// privateSuffixes are suffixes no public name has: names under them are
+// answered on the box (NXDOMAIN unless they are local names or a
+// conditional forward covers them), and a zone search domain under one
+// is answered whole. home.arpa (RFC 8375) and internal (ICANN, 2024) are
+// reserved; home and corp will never be delegated (ICANN name collision
+// decisions); lan (the search domain of earlier versions, which clients
+// keep until their lease renews) and localdomain are in wide private use.
+var privateSuffixes = []string{"home.arpa", "internal", "lan", "localdomain", "home", "corp"}
 
 // wpadLabels are never answered with a device: a client naming itself
 // wpad would hand every browser of its zone a proxy configuration
@@ -169,6 +173,14 @@ func (f *Filter) local(zone string, req, resp *dns.Msg, name string) *dns.Msg {
 			return nil
 		}
 		return localReply(req, resp, nil, apex, dns.RcodeNameError)
+	}
+	for _, suffix := range privateSuffixes {
+		if inDomain(name, suffix) {
+			if lp.forwarded(name) {
+				return nil
+			}
+			return localReply(req, resp, nil, suffix, dns.RcodeNameError)
+		}
 	}
 	if apex, ok := reverseZone(name); ok {
 		if a, full := parseReverse(name); full {

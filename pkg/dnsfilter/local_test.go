@@ -130,6 +130,8 @@ func TestNothingPrivateLeavesTheBox(t *testing.T) {
 		{"wpad single label", "peda", "wpad.", dns.TypeA, nx(".")},
 		{"single label device", "peda", "laptop-jean.", dns.TypeA, nx(".")},
 		{"single label intranet", "admin", "intranet.", dns.TypeAAAA, nx(".")},
+		{"the search domain of earlier versions", "peda", "intranet.peda.passerelle-0599999y.lan.", dns.TypeA, nx("lan.")},
+		{"private-use suffix", "admin", "nas.internal.", dns.TypeA, nx("internal.")},
 		{"mDNS name", "peda", "x.local.", dns.TypeA, nx("local.")},
 		{"mDNS service", "peda", "_ipp._tcp.local.", dns.TypePTR, nx("local.")},
 		{"localhost A", "peda", "localhost.", dns.TypeA, want{rcode: dns.RcodeSuccess, answer: "A\t127.0.0.1"}},
