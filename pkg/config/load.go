@@ -3,21 +3,72 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"reflect"
 	"strings"
+	"syscall"
 )
 
 // MaxFileSize bounds a configuration document; a real one is a few KiB.
 const MaxFileSize = 1 << 20
 
-// Load reads and parses a configuration file.
+// Load reads and parses a configuration file. It reads regular files
+// only, and at most MaxFileSize+1 bytes of them: /dev/zero or a FIFO
+// named by mistake (or by an attacker) fails at once instead of filling
+// memory or blocking the daemon forever (issue 12).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return Parse(path, data)
+}
+
+// readLimited reads a regular file of at most limit bytes (one more is
+// read, so that Parse reports the size). The file is opened with
+// O_NONBLOCK, which makes opening a FIFO without a writer return at once,
+// and checked again after opening (the path may have changed in between).
+func readLimited(path string, limit int64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			pe.Op = "open" // what the operator asked for
+		}
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileKind(st.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileKind(st.Mode()))
+	}
+	return io.ReadAll(io.LimitReader(f, limit+1))
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }
 
 // Parse decodes, completes and validates one document. file names the
