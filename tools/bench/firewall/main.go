@@ -30,6 +30,7 @@ func main() {
 	cfgPath := flag.String("config", "configs/examples/lycee.yaml", "base configuration")
 	sizes := flag.String("sizes", "1000,10000,50000,100000", "set sizes (CIDRs in the academy set)")
 	rules := flag.Int("rules", 500, "config rules for the rules case (0: skip)")
+	zones := flag.Int("zones", config.MaxZones, "zones for the zones case (0: skip)")
 	runs := flag.Int("runs", 5, "timed replacements per case and tool")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -58,6 +59,12 @@ func main() {
 		cfg := load(*cfgPath)
 		cfg.Firewall.Rules = manyRules(cfg, *rules)
 		cases = append(cases, benchCase{name: fmt.Sprintf("%d rules", *rules), cfg: cfg, elems: len(cfg.Tunnel.AcademyPrefixes)})
+	}
+	if *zones > 0 {
+		cfg := load(*cfgPath)
+		cfg.Board = "" // VLANs: no board port per zone
+		cfg.Zones = manyZones(cfg, *zones)
+		cases = append(cases, benchCase{name: fmt.Sprintf("%d zones", len(cfg.Zones)), cfg: cfg, elems: len(cfg.Tunnel.AcademyPrefixes)})
 	}
 	work, err := os.MkdirTemp("", "firewall-bench-")
 	if err != nil {
@@ -179,6 +186,27 @@ func manyRules(cfg *config.Config, n int) []config.Rule {
 		})
 	}
 	return rules
+}
+
+// manyZones adds pedagogical zones on VLAN interfaces (vlan1, ...) to the
+// zones of cfg, up to n in all: the largest school the config allows.
+func manyZones(cfg *config.Config, n int) []config.Zone {
+	zones := slices.Clone(cfg.Zones)
+	var peda config.Zone
+	for _, z := range zones {
+		if z.Kind == config.KindPedagogical {
+			peda = z
+		}
+	}
+	for i := 1; len(zones) < n; i++ {
+		z := peda
+		z.Name, z.Interfaces = fmt.Sprintf("vlan%d", i), []string{fmt.Sprintf("vlan%d", i)}
+		z.Subnet = netip.MustParsePrefix(fmt.Sprintf("10.200.%d.0/24", i))
+		z.Address = netip.MustParseAddr(fmt.Sprintf("10.200.%d.1", i))
+		z.DHCP = config.DHCP{LeaseTime: peda.DHCP.LeaseTime} // no DHCP server: ranges would be the first zone's
+		zones = append(zones, z)
+	}
+	return zones
 }
 
 func minOf(d []time.Duration) time.Duration { return slices.Min(d) }
