@@ -11,7 +11,7 @@ LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
 # but not the 90 minutes CI allows.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean
+.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled
 
 all: build
 
@@ -36,6 +36,12 @@ demo: build
 	@sed 's|^dns:$$|dns:\n  lists:\n    directory: $(CURDIR)/$(BIN)/demo-lists|' configs/demo.yaml > $(DEMO_CONFIG)
 	@echo "The firmware logs to $(DEMO_LOG); follow it in another terminal with: tail -f $(DEMO_LOG)"
 	$(BIN)/passerellectl lab up --config $(DEMO_CONFIG) --run '$(CURDIR)/$(BIN)/passerelle run --config $(CURDIR)/$(DEMO_CONFIG) --dhcp-lease-dir $(CURDIR)/$(BIN)/demo-leases >$(CURDIR)/$(DEMO_LOG) 2>&1'
+
+# tailscaled for the academy tunnel: the version pinned in go.mod, trimmed to
+# a subnet router, for the host (lab tests) and the arm64 boards. Cached in
+# bin/tailscaled/ by version and tags: only the first build takes minutes.
+tailscaled:
+	@sh tools/tailscaled/build.sh linux/$$($(GO) env GOARCH) linux/arm64
 
 # passerellectl runs on NOC operators' laptops too: keep it building there.
 cross:

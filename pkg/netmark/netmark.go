@@ -59,6 +59,21 @@ const (
 	// and the academy's advertised routes takes the tunnel, not the
 	// default uplink.
 	PrioActive = 6000
+	// PrioTunnelBypass: "fwmark TailscaleBypassMark/TailscaleMask lookup
+	// <uplink table>", before tailscaled's own rules (5210 sends that mark
+	// to the main table, where the box has no default route): tailscaled's
+	// own traffic (control, DERP, WireGuard) leaves through an uplink.
+	PrioTunnelBypass = 5000
+)
+
+// tailscaled's marks (tailscale.com/tsconst), listed so the box's numbers
+// stay clear of them.
+const (
+	// TailscaleMask holds the bits of a mark that tailscaled uses.
+	TailscaleMask uint32 = 0x00ff0000
+	// TailscaleBypassMark is on every socket of tailscaled's own
+	// (SO_MARK): its traffic must not enter the tunnel.
+	TailscaleBypassMark uint32 = 0x00080000
 )
 
 // UplinkTable returns the routing table of uplink i.

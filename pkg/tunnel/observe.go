@@ -1,0 +1,359 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
+
+	"passerelle/pkg/health"
+)
+
+// Warning codes.
+const (
+	warnDown        = "tunnel-down"
+	warnUnavailable = "tunnel-unavailable"
+)
+
+// downGrace is how long a tunnel that was never up may take to come up
+// before it is reported down (registration, first handshake).
+const downGrace = time.Minute
+
+// Path is how the box reaches the academy's router.
+type Path string
+
+const (
+	PathNone      Path = ""
+	PathDirect    Path = "direct"     // WireGuard over UDP between the sites
+	PathRelayed   Path = "relayed"    // through the academy's DERP relay
+	PathPeerRelay Path = "peer-relay" // through another node
+)
+
+// Snapshot is what tailscaled says about the tunnel, reduced to what the
+// school and the NOC need.
+type Snapshot struct {
+	Backend       string       // tailscaled's backend state: Running, NeedsLogin, Starting...
+	Addrs         []netip.Addr // the box's own tailnet addresses
+	Peers         int          // nodes in the tailnet map
+	PeersOnline   int
+	Academy       string         // host name of the node routing the academy prefixes
+	AcademyIP     netip.Addr     // its tailnet address
+	Routes        []netip.Prefix // the academy prefixes it routes
+	Path          Path
+	Endpoint      string // direct: the peer's ip:port
+	Relay         string // DERP region in use or home region
+	LastHandshake time.Time
+	RxBytes       int64
+	TxBytes       int64
+}
+
+// Summarise reduces tailscaled's status. The academy's router is the peer
+// whose primary routes overlap the academy prefixes (any peer with primary
+// routes when none are configured).
+func Summarise(st *ipnstate.Status, academy []netip.Prefix) Snapshot {
+	s := Snapshot{Backend: st.BackendState, Addrs: slices.Clone(st.TailscaleIPs)}
+	var best *ipnstate.PeerStatus
+	var bestRoutes []netip.Prefix
+	for _, p := range st.Peer {
+		s.Peers++
+		if p.Online {
+			s.PeersOnline++
+		}
+		if p.PrimaryRoutes == nil {
+			continue
+		}
+		var routes []netip.Prefix
+		for _, r := range p.PrimaryRoutes.All() {
+			if len(academy) == 0 || slices.ContainsFunc(academy, r.Overlaps) {
+				routes = append(routes, r)
+			}
+		}
+		if len(routes) > 0 && (best == nil || p.HostName < best.HostName) {
+			best, bestRoutes = p, routes
+		}
+	}
+	if best == nil {
+		return s
+	}
+	s.Academy = best.HostName
+	if len(best.TailscaleIPs) > 0 {
+		s.AcademyIP = best.TailscaleIPs[0]
+	}
+	slices.SortFunc(bestRoutes, func(a, b netip.Prefix) int { return strings.Compare(a.String(), b.String()) })
+	s.Routes = bestRoutes
+	s.Endpoint, s.Relay = best.CurAddr, best.Relay
+	switch {
+	case best.CurAddr != "":
+		s.Path = PathDirect
+	case best.PeerRelay != "":
+		s.Path = PathPeerRelay
+	case best.Relay != "":
+		s.Path = PathRelayed
+	}
+	s.LastHandshake = best.LastHandshake
+	s.RxBytes, s.TxBytes = best.RxBytes, best.TxBytes
+	return s
+}
+
+// Status is the tunnel as the status page shows it.
+type Status struct {
+	Snapshot
+	Up       bool
+	Reason   string        // why it is down, in plain words
+	Since    time.Time     // when Up last changed
+	RTT      time.Duration // last round trip to the academy's router
+	Via      string        // the uplink tailscaled's traffic takes
+	LastUpAt time.Time     // when it was last seen up
+	LastVia  string        // the uplink it was last seen up through
+}
+
+// observer is Run's memory between polls; guarded by Tunnel.mu.
+type observer struct {
+	st        Status
+	started   time.Time
+	everUp    bool
+	bypass    int // table of the bypass rule
+	lastPing  time.Time
+	pingFails int
+}
+
+// Status returns the tunnel's last observed state.
+func (t *Tunnel) Status() Status {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.obs.st
+}
+
+// Run observes tailscaled until ctx is done, and keeps tailscaled's own
+// traffic on the preferred uplink.
+func (t *Tunnel) Run(ctx context.Context) error {
+	t.mu.Lock()
+	t.obs.started = t.now()
+	t.mu.Unlock()
+	tick := time.NewTicker(t.opts.Poll)
+	defer tick.Stop()
+	for {
+		t.poll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// poll is one observation.
+func (t *Tunnel) poll(ctx context.Context) {
+	t.mu.Lock()
+	p, running := t.plan, t.running
+	t.mu.Unlock()
+	if p == nil || !p.Enabled || !running {
+		return
+	}
+	t.followUplink(p)
+
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	st, err := t.Client().Status(cctx)
+	cancel()
+	now := t.now()
+	var snap Snapshot
+	up, reason := false, ""
+	if err != nil {
+		reason = "tailscaled not answering"
+	} else {
+		snap = Summarise(st, p.AcademyPrefixes)
+		switch {
+		case snap.Backend != "Running":
+			reason = "tailscaled " + strings.ToLower(snap.Backend)
+			if snap.Backend == "NeedsLogin" {
+				reason = "the academy's control server refuses the box's key"
+			}
+		case !snap.AcademyIP.IsValid():
+			reason = "no route to the academy in the tailnet"
+		default:
+			up, reason = t.ping(ctx, snap, now)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := &t.obs
+	prev := o.st
+	o.st.Snapshot = snap
+	o.st.Via = t.via(p, o.bypass)
+	if up {
+		o.st.LastUpAt, o.st.LastVia = now, o.st.Via
+	}
+	if up != prev.Up || reason != prev.Reason || o.st.Since.IsZero() {
+		o.st.Up, o.st.Reason = up, reason
+		if up != prev.Up || o.st.Since.IsZero() {
+			o.st.Since = now
+		}
+		t.stateChanged(prev, now)
+	} else if up && snap.Path != prev.Path {
+		t.log.Info(fmt.Sprintf("tunnel to the academy now %s", pathWords(snap)), "event", "tunnel-path",
+			"path", string(snap.Path), "endpoint", snap.Endpoint, "relay", snap.Relay, "via", o.st.Via)
+	}
+	t.warn(now)
+	t.m.set(o.st)
+}
+
+// ping measures the round trip to the academy's router (disco ping: it
+// answers even when nothing else crosses the tunnel). Between pings the
+// last result stands.
+func (t *Tunnel) ping(ctx context.Context, snap Snapshot, now time.Time) (bool, string) {
+	t.mu.Lock()
+	due := now.Sub(t.obs.lastPing) >= t.opts.PingEvery || !t.obs.st.Up
+	fails := t.obs.pingFails
+	t.mu.Unlock()
+	if due {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		res, err := t.Client().Ping(cctx, snap.AcademyIP, tailcfg.PingDisco)
+		cancel()
+		t.mu.Lock()
+		t.obs.lastPing = now
+		if err != nil || res.Err != "" {
+			t.obs.pingFails++
+		} else {
+			t.obs.pingFails = 0
+			t.obs.st.RTT = time.Duration(res.LatencySeconds * float64(time.Second))
+		}
+		fails = t.obs.pingFails
+		t.mu.Unlock()
+	}
+	// One lost ping is not an outage.
+	if fails >= 2 {
+		return false, "the academy's router does not answer"
+	}
+	t.mu.Lock()
+	wasUp := t.obs.st.Up
+	t.mu.Unlock()
+	if fails == 1 && !wasUp {
+		return false, "the academy's router does not answer"
+	}
+	return true, ""
+}
+
+func pathWords(s Snapshot) string {
+	switch s.Path {
+	case PathDirect:
+		return "direct (" + s.Endpoint + ")"
+	case PathRelayed:
+		return "relayed through the academy's relay (" + s.Relay + ")"
+	case PathPeerRelay:
+		return "relayed through another node"
+	}
+	return "on an unknown path"
+}
+
+// stateChanged logs the change from prev to the current state; t.mu held.
+func (t *Tunnel) stateChanged(prev Status, now time.Time) {
+	st := t.obs.st
+	if st.Up {
+		t.obs.everUp = true
+		msg := "tunnel to the academy up, " + pathWords(st.Snapshot) + ", through " + st.Via
+		if !prev.Since.IsZero() && !prev.Up {
+			msg += fmt.Sprintf(" (down for %s)", now.Sub(prev.Since).Round(time.Second))
+		}
+		t.log.Info(msg, "event", "tunnel-state", "state", "up", "path", string(st.Path),
+			"peer", st.Academy, "endpoint", st.Endpoint, "relay", st.Relay, "via", st.Via,
+			"addrs", fmt.Sprint(st.Addrs), "routes", prefixes(st.Routes))
+		return
+	}
+	t.log.Warn("tunnel to the academy down: "+st.Reason, "event", "tunnel-state", "state", "down",
+		"reason", st.Reason, "backend", st.Backend, "via", st.Via)
+}
+
+// warn keeps the tunnel-down warning; t.mu held.
+func (t *Tunnel) warn(now time.Time) {
+	st := t.obs.st
+	if st.Up {
+		t.health.Clear(warnDown)
+		return
+	}
+	if !t.obs.everUp && now.Sub(t.obs.started) < downGrace {
+		return
+	}
+	msg := fmt.Sprintf("The tunnel to the academy has been down since %s (%s)", st.Since.Format("15:04"), st.Reason)
+	if !st.LastUpAt.IsZero() {
+		msg += ", last seen through " + st.LastVia
+	} else {
+		msg += "; it has not come up since the box started"
+	}
+	t.health.Raise("tunnel", warnDown, health.Critical, msg+". The school's administrative services at the academy are unreachable.")
+}
+
+// followUplink points tailscaled's own traffic at the preferred uplink
+// while it is usable, else at the uplink of new flows.
+func (t *Tunnel) followUplink(p *Plan) {
+	table := t.bypassTable(p)
+	t.mu.Lock()
+	cur := t.obs.bypass
+	t.mu.Unlock()
+	if table == cur {
+		return
+	}
+	if err := setBypass(table); err != nil {
+		t.log.Error("tailscaled's traffic not moved", "err", err)
+		return
+	}
+	t.mu.Lock()
+	t.obs.bypass = table
+	t.mu.Unlock()
+	if cur != 0 {
+		t.log.Info("tunnel traffic now through "+t.via(p, table), "event", "tunnel-uplink", "via", t.via(p, table), "table", table)
+	}
+}
+
+type metrics struct {
+	up, peers, rtt, rx, tx, handshake prometheus.Gauge
+	path                              *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_tunnel_" + name, Help: help})
+	}
+	m := &metrics{
+		up:        g("up", "1 while the academy's router answers through the tunnel."),
+		peers:     g("peers", "Nodes of the tailnet the box knows."),
+		rtt:       g("rtt_seconds", "Last round trip to the academy's router (disco ping)."),
+		rx:        g("receive_bytes", "Bytes received from the academy's router since tailscaled started."),
+		tx:        g("transmit_bytes", "Bytes sent to the academy's router since tailscaled started."),
+		handshake: g("last_handshake_timestamp_seconds", "Last WireGuard handshake with the academy's router."),
+		path: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "passerelle_tunnel_path", Help: "1 for the path to the academy in use: direct, relayed or peer-relay.",
+		}, []string{"path"}),
+	}
+	for _, c := range []prometheus.Collector{m.up, m.peers, m.rtt, m.rx, m.tx, m.handshake, m.path} {
+		_ = reg.Register(c) // a second tunnel in one registry (tests) keeps the first's
+	}
+	return m
+}
+
+func (m *metrics) set(st Status) {
+	b := 0.0
+	if st.Up {
+		b = 1
+	}
+	m.up.Set(b)
+	m.peers.Set(float64(st.Peers))
+	m.rtt.Set(st.RTT.Seconds())
+	m.rx.Set(float64(st.RxBytes))
+	m.tx.Set(float64(st.TxBytes))
+	if !st.LastHandshake.IsZero() {
+		m.handshake.Set(float64(st.LastHandshake.Unix()))
+	}
+	for _, p := range []Path{PathDirect, PathRelayed, PathPeerRelay} {
+		v := 0.0
+		if st.Up && st.Path == p {
+			v = 1
+		}
+		m.path.WithLabelValues(string(p)).Set(v)
+	}
+}
