@@ -108,30 +108,7 @@ var reverseZones = func() map[string]bool {
 	return z
 }()
 
-// ReverseZones returns the locally served reverse zones, sorted (docs and
-// tests).
-func ReverseZones() []string {
-	var out []string
-	for z := range reverseZones {
-		out = append(out, z)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// localKind is what kind of local name a query is.
-type localKind uint8
-
-const (
-	notLocal localKind = iota
-	localhostName
-	singleLabel
-	mdnsName
-	localDomainName
-	reverseName
-)
-
-// infraTypes may be asked of a single label: they are how validating
+// infraType: these types may be asked of a single label: they are how validating
 // resolvers and tools walk the DNS tree (fr. DS), and carry no device
 // name. dnsmasq's domain-needed likewise holds back address queries only.
 func infraType(t uint16) bool {
@@ -278,7 +255,7 @@ func (lp *LocalPlan) forwarded(name string) bool {
 	return false
 }
 
-// zonePlan returns the local plan of a zone, nil if unknown.
+// zone returns the local plan of a zone, nil if unknown.
 func (lp *LocalPlan) zone(name string) *LocalZone {
 	for i := range lp.Zones {
 		if lp.Zones[i].Name == name {
