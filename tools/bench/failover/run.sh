@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Outage seen by a client sending 100 packets/s when Renater fails, with
 # the demo config's default probe settings: carrier loss and a silent
-# blackhole, RUNS runs each (default 5), each in a fresh lab running the
-# real firmware; printed beside mwan3's default detection time.
+# blackhole, printed beside mwan3's default detection time; then the
+# faults of issue 13 (one silent probe target, carrier flapping, both
+# down then the backup back, DNS-only failure, +300 ms) and what a
+# standby backup's probes cost a month. RUNS runs each (default 5), each
+# in a fresh lab running the real firmware; FAULTS limits the faults
+# (comma-separated, see tools/bench/failover/main.go).
 #
 #   tools/bench/failover/run.sh [RUNS]    (root: network namespaces)
 set -euo pipefail
@@ -18,4 +22,4 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/passerelle" ./cmd/passerelle
-go run ./tools/bench/failover -firmware "$work/passerelle" -config configs/demo.yaml -runs "$runs"
+go run ./tools/bench/failover -firmware "$work/passerelle" -config configs/demo.yaml -runs "$runs" ${FAULTS:+-faults "$FAULTS"}
