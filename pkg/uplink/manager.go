@@ -1013,6 +1013,16 @@ type Status struct {
 	Address   netip.Prefix
 	Gateway   netip.Addr
 	Lease     *dhcpclient.Lease // dhcp uplinks
+	// HoldDown: how long the link must stay good before it carries new
+	// connections again, because it flapped (0: not damped).
+	HoldDown time.Duration
+	// SilentTargets: probe targets that do not answer while others do.
+	SilentTargets []netip.Addr
+	// Standby: probed every standby_interval (a backup not in use).
+	Standby bool
+	// ConnectionsKept: offline by its probes, but its connections are
+	// kept because it still receives traffic.
+	ConnectionsKept bool
 }
 
 // Status returns every uplink's state, in config order.
@@ -1030,6 +1040,7 @@ func (m *Manager) Status() []Status {
 			Name: l.Name, Interface: l.Interface, State: lk.tr.state, Since: lk.tr.since, Reason: lk.tr.reason,
 			Carrier: lk.tr.carrier, Active: m.sel.has(l.Index), RTT: lk.tr.medianRTT(), Loss: loss,
 			Address: lk.address(), Gateway: lk.gateway(),
+			HoldDown: lk.tr.hold, SilentTargets: lk.tr.silentTargets(), Standby: m.standby(lk), ConnectionsKept: lk.keep,
 		}
 		if lk.lease != nil {
 			c := *lk.lease

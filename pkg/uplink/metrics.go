@@ -32,12 +32,18 @@ var (
 		"When the DHCP lease of the uplink ends unless renewed (Unix time).", []string{"uplink"}, nil)
 	descLease = prometheus.NewDesc("passerelle_uplink_dhcp_lease_info",
 		"The DHCP lease in effect on the uplink (value 1).", []string{"uplink", "address", "gateway", "server"}, nil)
+	descHold = prometheus.NewDesc("passerelle_uplink_flap_holddown_seconds",
+		"How long the uplink must stay good before it carries new connections again, because it flapped; 0 when not damped.", []string{"uplink"}, nil)
+	descSilent = prometheus.NewDesc("passerelle_uplink_probe_targets_silent",
+		"Probe targets of the uplink that have not answered for 10 s while others answer (left out of the loss figure).", []string{"uplink"}, nil)
+	descStandby = prometheus.NewDesc("passerelle_uplink_standby",
+		"1 while the uplink is a standby backup probed every standby_interval.", []string{"uplink"}, nil)
 	descSwitches = prometheus.NewDesc("passerelle_uplink_switches_total",
 		"Changes of the uplinks carrying new connections (failovers, returns, config changes).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descActive, descCarrier, descRTT, descLoss, descTransitions, descProbes, descBytes, descLeaseExpiry, descLease, descSwitches} {
+	for _, d := range []*prometheus.Desc{descState, descActive, descCarrier, descRTT, descLoss, descTransitions, descProbes, descBytes, descLeaseExpiry, descLease, descHold, descSilent, descStandby, descSwitches} {
 		ch <- d
 	}
 }
@@ -54,6 +60,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		lease            bool
 		addr, gw, server string
 		expiry           float64
+		hold             float64
+		silent           int
+		standby          bool
 	}
 	m := c.m
 	m.mu.Lock()
@@ -65,6 +74,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				name: l.Name, ifname: l.Interface, state: lk.tr.state, carrier: lk.tr.carrier,
 				rtt: lk.tr.medianRTT().Seconds(), transitions: lk.tr.transitions,
 				sent: lk.sent, answered: lk.answered,
+				hold: lk.tr.hold.Seconds(), silent: len(lk.tr.silentTargets()), standby: m.standby(lk),
 			}
 			s.loss, _ = lk.tr.loss()
 			for _, mb := range m.sel.Members {
@@ -110,6 +120,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRTT, s.rtt, s.name)
 		gauge(descLoss, s.loss, s.name)
 		counter(descTransitions, float64(s.transitions), s.name)
+		gauge(descHold, s.hold, s.name)
+		gauge(descSilent, float64(s.silent), s.name)
+		gauge(descStandby, b2f(s.standby), s.name)
 		counter(descProbes, float64(s.answered), s.name, "answered")
 		counter(descProbes, float64(s.sent-s.answered), s.name, "lost")
 		if rx, tx, ok := m.sys.linkStats(s.ifname); ok {
