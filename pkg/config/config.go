@@ -64,7 +64,7 @@ type Probe struct {
 	Targets      []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link."`
 	Kind         ProbeKind    `yaml:"kind" default:"icmp" doc:"How targets are probed: icmp (echo request), dns (a query to port 53; any answer counts) or http (a request to port 80; any response counts)."`
 	Interval     Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
-	Timeout      Duration     `yaml:"timeout" default:"300ms" doc:"How long to wait for each answer (10ms-10s)."`
+	Timeout      Duration     `yaml:"timeout" default:"300ms" doc:"How long a probe round waits for its answers (10ms-10s); an answer that comes later, up to 4 x degraded_rtt (or the timeout if longer), does not pass its round but proves the link alive: a slow link is degraded, not offline, and the round timeout grows to twice the recent round trips."`
 	Quorum       int          `yaml:"quorum" doc:"Targets that must answer for a round to pass; default a majority."`
 	DownAfter    int          `yaml:"down_after" default:"3" doc:"Failed rounds in a row before the link is offline (1-100)."`
 	UpAfter      int          `yaml:"up_after" default:"5" doc:"Good rounds in a row before an offline link is used again (1-1000)."`
