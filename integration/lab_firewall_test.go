@@ -105,13 +105,8 @@ func startFirewallLab(t *testing.T, name, file string) *fwLab {
 	fl.routeZonesFromInternet(t)
 	fw.launch(t, t.TempDir())
 	fw.waitEvent(t, 15*time.Second, "config-applied", nil)
-	// The services start after the apply: the probes of the box's own
-	// services wait until each zone's DHCP server listens.
-	for _, z := range cfg.Zones {
-		if z.DHCP.Enabled {
-			fw.waitEvent(t, 10*time.Second, "dhcp-serving", map[string]string{"zone": z.Name})
-		}
-	}
+	// The probes of the box's own DHCP must not race its start.
+	fw.waitDHCPServing(t)
 	return fl
 }
 

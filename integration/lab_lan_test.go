@@ -172,7 +172,7 @@ func (ll *lanLab) leases(t *testing.T, zone string) map[string]leaseFileEntry {
 func TestLabDHCPLeaseInEveryZoneRenewAndRelease(t *testing.T) {
 	ll := upLANLab(t, true)
 	fw := ll.start(t)
-	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
+	fw.waitDHCPServing(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, z := range ll.cfg.Zones {
@@ -270,7 +270,7 @@ func waitReleased(t *testing.T, ll *lanLab, zone, mac string, a netip.Addr) {
 func TestLabDHCPLeasesSurviveDaemonRestart(t *testing.T) {
 	ll := upLANLab(t, true)
 	fw := ll.start(t)
-	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
+	fw.waitDHCPServing(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -310,7 +310,7 @@ func TestLabDHCPLeasesSurviveDaemonRestart(t *testing.T) {
 	fw.stop(t)
 	fw = ll.start(t)
 	fw.waitEvent(t, 5*time.Second, "dhcp-leases-loaded", nil)
-	fw.waitEvent(t, 5*time.Second, "dhcp-serving", nil)
+	fw.waitDHCPServing(t)
 
 	for _, h := range all {
 		renewed, err := h.client.Renew(ctx, h.lease)

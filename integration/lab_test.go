@@ -122,6 +122,17 @@ func (fw *firmware) restart(t *testing.T, sig os.Signal) {
 	fw.launch(t, fw.stateDir)
 }
 
+// waitDHCPServing waits until the DHCP server of every zone that has one
+// listens: the services start after the config is applied.
+func (fw *firmware) waitDHCPServing(t *testing.T) {
+	t.Helper()
+	for _, z := range fw.cfg.Zones {
+		if z.DHCP.Enabled {
+			fw.waitEvent(t, 10*time.Second, "dhcp-serving", map[string]string{"zone": z.Name})
+		}
+	}
+}
+
 // isolateState points the config's persistent paths that tests would
 // otherwise write on the host (/perm) at a temporary directory.
 func isolateState(t *testing.T, data []byte) []byte {
