@@ -24,8 +24,8 @@ type Config struct {
 	Version    int        `yaml:"version" required:"true" doc:"Format version of this document; must be 1."`
 	Board      string     `yaml:"board" doc:"Board definition (board/<name>) whose interface names this config uses; when set, every interface is checked against it."`
 	Identity   Identity   `yaml:"identity" required:"true" doc:"Which school this box serves."`
-	Uplinks    []Uplink   `yaml:"uplinks" required:"true" doc:"Internet links, most preferred first: Renater, then backups."`
-	Zones      []Zone     `yaml:"zones" required:"true" doc:"The school's LAN zones."`
+	Uplinks    []Uplink   `yaml:"uplinks" max:"8" required:"true" doc:"Internet links, most preferred first: Renater, then backups."`
+	Zones      []Zone     `yaml:"zones" max:"64" required:"true" doc:"The school's LAN zones."`
 	Firewall   Firewall   `yaml:"firewall" doc:"Traffic allowed between zones, the internet and the tunnel."`
 	DNS        DNS        `yaml:"dns" doc:"The filtering DNS resolver."`
 	Time       Time       `yaml:"time" doc:"Clock synchronisation and the NTP service for the zones."`
@@ -61,7 +61,7 @@ type Uplink struct {
 // Probe tunes how an uplink's health is measured. The defaults detect a
 // silent failure in under a second without flapping on a lossy line.
 type Probe struct {
-	Targets      []netip.Addr `yaml:"targets" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link."`
+	Targets      []netip.Addr `yaml:"targets" max:"16" default:"193.51.24.1,9.9.9.9,1.1.1.1" doc:"Addresses probed through the link."`
 	Kind         ProbeKind    `yaml:"kind" default:"icmp" doc:"How targets are probed: icmp (echo request), dns (a query to port 53; any answer counts) or http (a request to port 80; any response counts)."`
 	Interval     Duration     `yaml:"interval" default:"200ms" doc:"Time between probe rounds (50ms-1m)."`
 	Timeout      Duration     `yaml:"timeout" default:"300ms" doc:"How long a probe round waits for its answers (10ms-10s); an answer that comes later, up to 4 x degraded_rtt (or the timeout if longer), does not pass its round but proves the link alive: a slow link is degraded, not offline, and the round timeout grows to twice the recent round trips."`
@@ -79,7 +79,7 @@ type Probe struct {
 type Zone struct {
 	Name       string       `yaml:"name" required:"true" doc:"Short name: lower-case letters, digits and _ (at most 12, it names a bridge br-<name>), e.g. peda."`
 	Kind       ZoneKind     `yaml:"kind" required:"true" doc:"pedagogical, administrative, guest or dmz: sets the firewall defaults."`
-	Interfaces []string     `yaml:"interfaces" required:"true" doc:"Interfaces of the zone; more than one are bridged."`
+	Interfaces []string     `yaml:"interfaces" max:"16" required:"true" doc:"Interfaces of the zone; more than one are bridged."`
 	Subnet     netip.Prefix `yaml:"subnet" required:"true" doc:"IPv4 subnet of the zone, e.g. 10.10.0.0/24."`
 	Address    netip.Addr   `yaml:"address" required:"true" doc:"The box's address in the zone (gateway, DNS, NTP for clients)."`
 	DNSProfile string       `yaml:"dns_profile" doc:"Name of the DNS profile applied to the zone's clients; required for pedagogical and guest zones."`
@@ -93,7 +93,7 @@ type DHCP struct {
 	RangeEnd     netip.Addr    `yaml:"range_end" doc:"Last address handed out; default the last host but one."`
 	LeaseTime    Duration      `yaml:"lease_time" doc:"Lease duration (2m-30d); default 12h, 2h in guest zones."`
 	Domain       string        `yaml:"domain" doc:"Domain name given to clients; default <zone>.<hostname>.<dns.local_domain>."`
-	Reservations []Reservation `yaml:"reservations" doc:"Fixed addresses for known devices."`
+	Reservations []Reservation `yaml:"reservations" max:"4096" doc:"Fixed addresses for known devices."`
 }
 
 // Reservation gives one device a fixed address.
@@ -105,9 +105,9 @@ type Reservation struct {
 
 // Firewall lists what may cross the box, on top of each zone kind's defaults.
 type Firewall struct {
-	Forwardings  []Forwarding  `yaml:"forwardings" doc:"Zone pairs allowed to open connections, beyond the kind defaults."`
-	Rules        []Rule        `yaml:"rules" doc:"Specific rules, evaluated in order before forwardings."`
-	PortForwards []PortForward `yaml:"port_forwards" doc:"Inbound ports from the uplinks forwarded to servers (DMZ)."`
+	Forwardings  []Forwarding  `yaml:"forwardings" max:"4096" doc:"Zone pairs allowed to open connections, beyond the kind defaults."`
+	Rules        []Rule        `yaml:"rules" max:"1024" doc:"Specific rules, evaluated in order before forwardings."`
+	PortForwards []PortForward `yaml:"port_forwards" max:"256" doc:"Inbound ports from the uplinks forwarded to servers (DMZ)."`
 }
 
 // Forwarding allows connections from one zone to another. Besides zone
@@ -124,9 +124,9 @@ type Rule struct {
 	From        string         `yaml:"from" required:"true" doc:"Source zone, internet or tunnel."`
 	To          string         `yaml:"to" required:"true" doc:"Destination zone, internet, tunnel or box (the box itself)."`
 	Protocol    Protocol       `yaml:"protocol" default:"any" doc:"tcp, udp, icmp or any."`
-	Ports       []PortRange    `yaml:"ports" doc:"Destination ports or ranges (tcp and udp only), e.g. 443 or 8000-8080."`
-	Source      []netip.Prefix `yaml:"source" doc:"Restrict to these source prefixes."`
-	Destination []netip.Prefix `yaml:"destination" doc:"Restrict to these destination prefixes."`
+	Ports       []PortRange    `yaml:"ports" max:"64" doc:"Destination ports or ranges (tcp and udp only), e.g. 443 or 8000-8080."`
+	Source      []netip.Prefix `yaml:"source" max:"256" doc:"Restrict to these source prefixes."`
+	Destination []netip.Prefix `yaml:"destination" max:"256" doc:"Restrict to these destination prefixes."`
 	Action      Action         `yaml:"action" required:"true" doc:"accept, drop or reject."`
 }
 
@@ -142,10 +142,10 @@ type PortForward struct {
 
 // DNS configures the filtering resolver.
 type DNS struct {
-	Upstreams           []Upstream           `yaml:"upstreams" doc:"Resolvers queries are forwarded to; default Renater's."`
-	ConditionalForwards []ConditionalForward `yaml:"conditional_forwards" doc:"Domains sent to specific servers (academy names, the tailnet)."`
+	Upstreams           []Upstream           `yaml:"upstreams" max:"8" doc:"Resolvers queries are forwarded to; default Renater's."`
+	ConditionalForwards []ConditionalForward `yaml:"conditional_forwards" max:"64" doc:"Domains sent to specific servers (academy names, the tailnet)."`
 	Lists               Lists                `yaml:"lists" doc:"Where the UT1 category lists come from."`
-	Profiles            []Profile            `yaml:"profiles" doc:"Filtering profiles that zones refer to."`
+	Profiles            []Profile            `yaml:"profiles" max:"32" doc:"Filtering profiles that zones refer to."`
 	Cache               Cache                `yaml:"cache" doc:"Answer cache."`
 	Privacy             Privacy              `yaml:"privacy" doc:"What the resolver may record about queries."`
 	RateLimit           int                  `yaml:"rate_limit" default:"200" doc:"Queries per second allowed from one client (10-100000)."`
@@ -166,7 +166,7 @@ type Upstream struct {
 // ConditionalForward sends one domain's queries to specific servers.
 type ConditionalForward struct {
 	Domain  string           `yaml:"domain" required:"true" doc:"Domain (and its subdomains), e.g. ac-paris.fr."`
-	Servers []netip.AddrPort `yaml:"servers" required:"true" doc:"Servers for that domain."`
+	Servers []netip.AddrPort `yaml:"servers" max:"8" required:"true" doc:"Servers for that domain."`
 }
 
 // Lists says where category lists are fetched and kept.
@@ -180,9 +180,9 @@ type Lists struct {
 // Profile is a filtering policy.
 type Profile struct {
 	Name          string        `yaml:"name" required:"true" doc:"Profile name that zones refer to."`
-	Categories    []string      `yaml:"categories" doc:"UT1 categories applied (black categories block, white ones allow)."`
-	Allow         []string      `yaml:"allow" doc:"Domains always allowed, with their subdomains (allow wins over deny)."`
-	Deny          []string      `yaml:"deny" doc:"Domains always blocked, with their subdomains."`
+	Categories    []string      `yaml:"categories" max:"128" doc:"UT1 categories applied (black categories block, white ones allow)."`
+	Allow         []string      `yaml:"allow" max:"10000" doc:"Domains always allowed, with their subdomains (allow wins over deny)."`
+	Deny          []string      `yaml:"deny" max:"10000" doc:"Domains always blocked, with their subdomains."`
 	SafeSearch    SafeSearch    `yaml:"safe_search" default:"strict" doc:"Safe search on Google, YouTube, Bing, DuckDuckGo, Qwant, Ecosia: strict, moderate or off."`
 	BlockResponse BlockResponse `yaml:"block_response" default:"nxdomain" doc:"Answer for blocked names: nxdomain, or blockpage (the box's block page address)."`
 	Minors        bool          `yaml:"minors" default:"true" doc:"The profile protects minors: bypass defences on, doh and vpn categories blocked."`
@@ -206,7 +206,7 @@ type Privacy struct {
 
 // Time configures the clock.
 type Time struct {
-	Servers []string `yaml:"servers" default:"ntp.renater.fr" doc:"NTP servers the box synchronises with (host names or addresses)."`
+	Servers []string `yaml:"servers" max:"8" default:"ntp.renater.fr" doc:"NTP servers the box synchronises with (host names or addresses)."`
 	Serve   bool     `yaml:"serve" default:"true" doc:"Answer NTP queries from the LAN zones (guest zones excepted: phones set their clocks from the internet)."`
 }
 
@@ -215,8 +215,8 @@ type Tunnel struct {
 	Enabled         bool           `yaml:"enabled" doc:"Keep the tunnel to the academy up."`
 	ControlURL      string         `yaml:"control_url" doc:"Coordination server (the academy's Headscale), https URL."`
 	AuthKeyFile     string         `yaml:"auth_key_file" default:"/perm/tunnel/authkey" doc:"File holding the pre-authorised key."`
-	AdvertiseRoutes []netip.Prefix `yaml:"advertise_routes" doc:"School subnets offered to the academy; each must be a zone subnet."`
-	AcademyPrefixes []netip.Prefix `yaml:"academy_prefixes" doc:"Datacenter prefixes reached through the tunnel."`
+	AdvertiseRoutes []netip.Prefix `yaml:"advertise_routes" max:"64" doc:"School subnets offered to the academy; each must be a zone subnet."`
+	AcademyPrefixes []netip.Prefix `yaml:"academy_prefixes" max:"256" doc:"Datacenter prefixes reached through the tunnel."`
 }
 
 // Telemetry pushes metrics to the academy.
@@ -228,7 +228,7 @@ type Telemetry struct {
 
 // Management controls configuration pushed by the NOC.
 type Management struct {
-	TrustedKeys    []TrustedKey `yaml:"trusted_keys" doc:"Keys whose signatures the box accepts on pushed configuration."`
+	TrustedKeys    []TrustedKey `yaml:"trusted_keys" max:"16" doc:"Keys whose signatures the box accepts on pushed configuration."`
 	ConfirmTimeout Duration     `yaml:"confirm_timeout" default:"5m" doc:"A pushed config that does not reach the NOC again within this time is rolled back (30s-1h)."`
 }
 
@@ -242,5 +242,5 @@ type TrustedKey struct {
 type StatusPage struct {
 	Enabled bool     `yaml:"enabled" default:"true" doc:"Serve the status page."`
 	Port    int      `yaml:"port" default:"80" doc:"TCP port on the box's zone addresses."`
-	Zones   []string `yaml:"zones" doc:"Zones allowed to see it; default the administrative zones."`
+	Zones   []string `yaml:"zones" max:"64" doc:"Zones allowed to see it; default the administrative zones."`
 }

@@ -469,6 +469,7 @@ type field struct {
 	hasDef   bool
 	required bool
 	doc      string
+	max      int // max tag: most items a list may hold (0: none)
 }
 
 type fieldSet struct {
@@ -501,6 +502,13 @@ func parseFields(t reflect.Type) fieldSet {
 		}
 		def, hasDef := sf.Tag.Lookup("default")
 		f := field{index: i, key: key, def: def, hasDef: hasDef, required: sf.Tag.Get("required") == "true", doc: sf.Tag.Get("doc")}
+		if m, ok := sf.Tag.Lookup("max"); ok {
+			n, err := strconv.Atoi(m)
+			if err != nil || n < 1 {
+				panic(fmt.Sprintf("config: bad max tag %q on %s.%s", m, t, key))
+			}
+			f.max = n
+		}
 		fs.list = append(fs.list, f)
 		fs.byKey[key] = f
 		fs.keys = append(fs.keys, key)

@@ -81,6 +81,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	cfg := New()
 	d := &decoder{pos: map[string]Pos{}}
 	d.decodeDocument(data, cfg)
+	if d.readable {
+		d.explicitZero(cfg) // sanity.go
+	}
 	list := d.list
 	if d.readable {
 		// Validation runs on a half-decoded document too, so that every

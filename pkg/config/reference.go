@@ -52,7 +52,11 @@ func referenceSection(b *bytes.Buffer, t reflect.Type, path string) {
 		case f.hasDef:
 			def = "`" + f.def + "`"
 		}
-		fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", f.key, typeName(sf.Type), def, mdEscape(f.doc))
+		typ := typeName(sf.Type)
+		if f.max > 0 {
+			typ += fmt.Sprintf(" (at most %d)", f.max)
+		}
+		fmt.Fprintf(b, "| `%s` | %s | %s | %s |\n", f.key, typ, def, mdEscape(f.doc))
 		inner := sf.Type
 		suffix := ""
 		if inner.Kind() == reflect.Slice {

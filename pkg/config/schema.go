@@ -73,6 +73,9 @@ func schemaOf(t reflect.Type) obj {
 			if f.hasDef {
 				p["default"] = defaultJSON(sf.Type, f.def)
 			}
+			if f.max > 0 {
+				p["maxItems"] = f.max
+			}
 			props[f.key] = p
 			if f.required {
 				required = append(required, f.key)

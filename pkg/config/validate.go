@@ -104,6 +104,7 @@ func (v *validator) validate() {
 	v.telemetry()
 	v.management()
 	v.statusPage()
+	v.sanity() // sanity.go
 }
 
 func (v *validator) identity() {

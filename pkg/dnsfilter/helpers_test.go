@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -268,6 +269,8 @@ type testServer struct {
 
 var zoneLoopback = map[string]string{"peda": "127.0.10.1", "admin": "127.0.20.1", "guest": "127.0.30.1"}
 
+var loopbackAddrPort = regexp.MustCompile(`"127\.0\.0\.1:[0-9]+"`)
+
 func startServer(t testing.TB, listsDir string, edit func(string) string) *testServer {
 	t.Helper()
 	return startServerOpts(t, listsDir, edit, nil)
@@ -281,6 +284,14 @@ func startServerOpts(t testing.TB, listsDir string, edit func(string) string, op
 	if edit != nil {
 		y = edit(y)
 	}
+	// A config may not name loopback resolvers (the box itself): the
+	// fake servers' addresses become placeholders, put back in the plan.
+	fakes := map[netip.AddrPort]netip.AddrPort{}
+	y = loopbackAddrPort.ReplaceAllStringFunc(y, func(s string) string {
+		placeholder := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + len(fakes))}), 53)
+		fakes[placeholder] = netip.MustParseAddrPort(strings.Trim(s, `"`))
+		return `"` + placeholder.String() + `"`
+	})
 	cfg, err := config.Parse("test.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +303,18 @@ func startServerOpts(t testing.TB, listsDir string, edit func(string) string, op
 	}
 	for i := range plan.Listeners {
 		plan.Listeners[i].Addr = netip.MustParseAddr(zoneLoopback[plan.Listeners[i].Zone])
+	}
+	for i, u := range plan.Resolver.Upstreams {
+		if a, ok := fakes[u.Addr]; ok {
+			plan.Resolver.Upstreams[i].Addr = a
+		}
+	}
+	for _, fw := range plan.Resolver.Forwards {
+		for i, s := range fw.Servers {
+			if a, ok := fakes[s]; ok {
+				fw.Servers[i] = a
+			}
+		}
 	}
 	ts.plan = plan
 	port := freePort(t, "127.0.10.1", "127.0.20.1", "127.0.30.1")

@@ -44,7 +44,7 @@ identity: {uai: 0599999Y, name: Bench, academy: lille}
 uplinks: [{name: renater, interface: wan0, address: 192.0.2.2/30, gateway: 192.0.2.1}]
 zones: [{name: peda, kind: pedagogical, interfaces: [lan0], subnet: 10.10.0.0/24, address: 10.10.0.1, dns_profile: bench}]
 dns:
-  upstreams: [{address: "127.0.0.1:$PORT_AUTH"}]
+  upstreams: [{address: "192.0.2.53:53"}] # replaced by benchdns serve -upstream
   rate_limit: 100000
   lists: {directory: $OUT/ut1}
   profiles:
@@ -99,7 +99,7 @@ qps() { # port file
 # so that the load of a shared machine weighs on each alike. The median
 # round is reported.
 echo "== loading (dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}'), unbound $(unbound -V | head -1 | awk '{print $2}'))"
-start_server passerelle $PORT_PASSERELLE "$OUT/benchdns" serve -config "$OUT/passerelle.yaml" -listen 127.0.0.1 -port $PORT_PASSERELLE
+start_server passerelle $PORT_PASSERELLE "$OUT/benchdns" serve -config "$OUT/passerelle.yaml" -listen 127.0.0.1 -port $PORT_PASSERELLE -upstream 127.0.0.1:$PORT_AUTH
 start_server dnsmasq $PORT_DNSMASQ dnsmasq --keep-in-foreground --conf-file="$OUT/dnsmasq.conf" --port=$PORT_DNSMASQ \
 	--listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --server=127.0.0.1#$PORT_AUTH --cache-size=10000 --user=root
 start_server unbound $PORT_UNBOUND unbound -d -c "$OUT/unbound-main.conf"

@@ -229,6 +229,7 @@ func serve(args []string) error {
 	cfgPath := fs.String("config", "", "config file")
 	listen := fs.String("listen", "127.0.0.1", "address of the first zone's listener")
 	port := fs.Int("port", 5301, "port")
+	upstream := fs.String("upstream", "", "replace the config's upstreams with this address:port (a loopback upstream is refused in configs)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Parse(args)
 	if *cpuprofile != "" {
@@ -252,6 +253,10 @@ func serve(args []string) error {
 	plan.RateLimit = 0
 	plan.Listeners = plan.Listeners[:1]
 	plan.Listeners[0].Addr = netip.MustParseAddr(*listen)
+	if *upstream != "" {
+		plan.Resolver.Upstreams = plan.Resolver.Upstreams[:1]
+		plan.Resolver.Upstreams[0].Addr = netip.MustParseAddrPort(*upstream)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	f := dnsfilter.New(box.Deps{Log: log}, dnsfilter.Options{Port: *port})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
