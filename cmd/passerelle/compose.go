@@ -16,6 +16,7 @@ import (
 	"passerelle/pkg/netif"
 	"passerelle/pkg/supervisor"
 	"passerelle/pkg/timesync"
+	"passerelle/pkg/tunnel"
 	"passerelle/pkg/uplink"
 )
 
@@ -51,11 +52,14 @@ type composeOptions struct {
 	tracker  supervisor.Tracker // the PID 1 reaper, or nil
 	now      func() time.Time   // nil: time.Now
 	health   *health.Registry   // nil: a new one (the init passes the boot's)
+	tunnel   string             // tailscaled's run directory; default tunnel.DefaultRunDir
 }
 
 // compose builds the firmware's parts, in apply order: system (host name,
 // modules, sysctls) → interfaces → uplinks (default routing needs the
-// interfaces and their addresses) → firewall → dns → dhcp → time.
+// interfaces and their addresses) → firewall → tunnel (tailscale0 is the
+// firewall's tunnel zone; DNS forwards the academy's domains through it) →
+// dns → dhcp → time.
 func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	c := &composition{health: o.health, metrics: prometheus.NewRegistry()}
 	if c.health == nil {
@@ -74,6 +78,9 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	c.system = boot.NewSystem(deps, o.boot, o.pid1)
 	c.uplinks = uplink.New(deps, uplink.Options{})
 	c.fw = firewall.New(deps)
+	// The tunnel runs tailscaled under the supervisor; its own traffic
+	// prefers Renater while the uplink manager says it is usable.
+	tun := tunnel.New(deps, tunnel.Options{Supervisor: c.sup, Uplinks: c.uplinks, RunDir: o.tunnel})
 	dhcp := dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir})
 	// The DNS filter hands the firewall the DoH addresses to drop, and
 	// answers the DHCP clients' names from the live leases.
@@ -83,6 +90,7 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 		netif.New(deps),
 		c.uplinks,
 		c.fw,
+		tun,
 		dns,
 		dhcp,
 		timesync.New(deps, timesync.Options{Clock: o.clock}),

@@ -33,6 +33,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	format := fs.String("log-format", "text", "text or json")
 	leaseDir := fs.String("dhcp-lease-dir", dhcpd.DefaultLeaseDir, "directory of the DHCP lease files (one per zone)")
+	tunnelDir := fs.String("tunnel-run-dir", "", "tailscaled's config, LocalAPI socket and logs (default /run/passerelle/tunnel)")
 	setClock := fs.String("set-clock", "auto", "whether the box sets the system clock from NTP: auto (only when running as init, PID 1, i.e. on the board), always or never")
 	var initf initFlags
 	initf.register(fs)
@@ -74,7 +75,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Before anything reads a file: /perm holds the config.
 		early = boot.Early(context.Background(), log.With("component", "boot"), h, initf.bootOptions())
 	}
-	opts := composeOptions{pid1: pid1, boot: initf.bootOptions(), leaseDir: *leaseDir, policy: policy, health: h}
+	opts := composeOptions{pid1: pid1, boot: initf.bootOptions(), leaseDir: *leaseDir, policy: policy, health: h, tunnel: *tunnelDir}
 	if owns {
 		opts.clock = timesync.SystemClock{}
 	}
