@@ -165,6 +165,13 @@ func (d *daemon) run() int {
 		d.wd.Check("services", d.c.sup.Healthy)
 		go d.wd.Run(ctx)
 	}
+	// The extra services first: the box's services, added at the first
+	// successful apply, then stop before them (reverse order).
+	for _, s := range d.extra {
+		if err := d.c.sup.Add(s); err != nil {
+			log.Error("service not supervised", "err", err)
+		}
+	}
 	applied := cerr == nil && d.submit(ctx, cfg, sourceStart) == nil
 	if !applied {
 		if !d.pid1 {
@@ -180,11 +187,6 @@ func (d *daemon) run() int {
 			"The box has no working configuration and does not route. Send it a valid configuration.")
 	}
 
-	for _, s := range d.extra {
-		if err := d.c.sup.Add(s); err != nil {
-			log.Error("service not supervised", "err", err)
-		}
-	}
 	// In the background, so a signal during a slow start is handled at
 	// once (Stop interrupts Start).
 	go func() {
@@ -228,7 +230,7 @@ func loadConfig(log *slog.Logger, path string) (*config.Config, error) {
 			for _, e := range list {
 				log.Error("configuration problem", "problem", e.Error())
 			}
-			return nil, fmt.Errorf("%s: %d problem(s) in the configuration", path, len(list))
+			return nil, fmt.Errorf("the configuration has problems: %w", list)
 		}
 		return nil, err
 	}
