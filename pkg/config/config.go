@@ -171,7 +171,7 @@ type ConditionalForward struct {
 
 // Lists says where category lists are fetched and kept.
 type Lists struct {
-	Source    string `yaml:"source" doc:"URL of the academy's UT1 mirror (http or https); empty keeps the lists on the box."`
+	Source    string `yaml:"source" doc:"URL of the academy's UT1 mirror, https only (the checksum beside it proves nothing without TLS); empty keeps the lists on the box."`
 	Directory string `yaml:"directory" default:"/perm/lists/ut1" doc:"Where the last good lists are kept."`
 	Refresh   Window `yaml:"refresh" default:"02:00-05:00" doc:"Daily window in which lists are refreshed, outside school hours."`
 	MaxShrink int    `yaml:"max_shrink" default:"50" doc:"Refuse an update that shrinks a category by more than this percentage (1-100)."`

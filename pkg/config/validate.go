@@ -554,7 +554,11 @@ func (v *validator) dns() {
 		}
 	}
 	if d.Lists.Source != "" {
-		v.url("dns.lists.source", d.Lists.Source)
+		// The checksum comes from the same server as the archive: only
+		// TLS says both are the academy's (issue 12).
+		if u, err := url.Parse(d.Lists.Source); err != nil || u.Scheme != "https" || u.Host == "" {
+			v.errf("dns.lists.source", "%q is not an https URL: lists are only fetched over https", d.Lists.Source)
+		}
 	}
 	if !filepath.IsAbs(d.Lists.Directory) {
 		v.errf("dns.lists.directory", "%q is not an absolute path", d.Lists.Directory)

@@ -141,6 +141,7 @@ func (f *Filter) update(ctx context.Context, p *Plan) bool {
 	l, err := f.store(p).Update(ctx, p.Lists.Source, f.lists.Load(), loadOptions)
 	var ce *ut1.ChecksumError
 	var se *ut1.ShrinkError
+	var le *ut1.LimitError
 	switch {
 	case errors.Is(err, ut1.ErrUnchanged):
 		f.m.listUpdates.WithLabelValues("unchanged").Inc()
@@ -152,6 +153,10 @@ func (f *Filter) update(ctx context.Context, p *Plan) bool {
 		f.m.listUpdates.WithLabelValues("checksum").Inc()
 	case errors.As(err, &se):
 		f.m.listUpdates.WithLabelValues("shrink").Inc()
+	case errors.As(err, &le):
+		f.m.listUpdates.WithLabelValues("limit").Inc()
+	case errors.Is(err, ut1.ErrInsecureSource):
+		f.m.listUpdates.WithLabelValues("insecure").Inc()
 	case err != nil:
 		f.m.listUpdates.WithLabelValues("error").Inc()
 	}

@@ -61,7 +61,7 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	var mu sync.Mutex
 	current := archive(t, 100)
 	sum := ""
-	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mirror := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch r.URL.Path {
@@ -80,7 +80,7 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServerOpts(t, dir, func(y string) string {
 		return strings.Replace(y, "lists: {directory: "+dir+"}", "lists: {directory: "+dir+", source: "+mirror.URL+"/ut1/blacklists.tar.gz}", 1)
-	}, nil)
+	}, func(o *Options) { o.HTTPClient = mirror.Client() })
 	// No lists stored: the filter fetches them at once.
 	ts.waitLists(t)
 	if r := ts.query(t, "peda", "bet7.example.", dns.TypeA, false, true); r.Rcode != dns.RcodeNameError {
@@ -123,6 +123,20 @@ func TestListsFetchedFromSourceAndBadUpdatesRefused(t *testing.T) {
 	}
 	if r := ts.query(t, "peda", "bet119.example.", dns.TypeA, false, true); r.Rcode != dns.RcodeNameError {
 		t.Errorf("new version not in use: %s", dns.RcodeToString[r.Rcode])
+	}
+	// A plan naming the mirror over plain http (config validation refuses
+	// it; the store refuses it again): refused, lists kept.
+	v2 := ts.f.Lists().Version
+	mu.Lock()
+	current = archive(t, 130)
+	mu.Unlock()
+	insecure := *ts.f.currentPlan()
+	insecure.Lists.Source = strings.Replace(insecure.Lists.Source, "https://", "http://", 1)
+	if ts.f.update(context.Background(), &insecure) {
+		t.Fatal("update over http installed")
+	}
+	if w := ts.warning("dns-lists-update"); !strings.Contains(w, "https") || ts.f.Lists().Version != v2 {
+		t.Errorf("http source: warning %q, lists %s (want %s kept)", w, ts.f.Lists().Version, v2)
 	}
 }
 

@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 		listUnenf: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "passerelle_dns_list_unenforceable_entries",
 			Help: "Entries DNS cannot enforce (urls, expressions), per category: counted, not applied."}, []string{"category", "kind"}),
 		listUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_list_updates_total",
-			Help: "List update attempts by result: installed, unchanged, checksum, shrink, error."}, []string{"result"}),
+			Help: "List update attempts by result: installed, unchanged, checksum, shrink, limit (too large unpacked or too many lines), insecure (not https), error."}, []string{"result"}),
 		logDropped:   prometheus.NewCounter(prometheus.CounterOpts{Name: "passerelle_dns_querylog_dropped_total", Help: "Blocked-query log entries dropped (writer behind or failing)."}),
 		dohAddresses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_dns_doh_blocked_addresses", Help: "DoH endpoint addresses handed to the firewall."}),
 		overload: prometheus.NewCounter(prometheus.CounterOpts{Name: "passerelle_dns_overload_dropped_total",

@@ -74,6 +74,28 @@ func (s *Set) Len() int {
 	return len(s.keys)
 }
 
+// TagCounts returns, per tag, the number of distinct domains carrying it
+// (a domain added twice with a tag counts once).
+func (s *Set) TagCounts() [MaxTags]int {
+	var out [MaxTags]int
+	if s == nil {
+		return out
+	}
+	perCombo := make([]int, len(s.combos))
+	for _, c := range s.tags {
+		perCombo[c]++
+	}
+	for c, n := range perCombo {
+		t := s.combos[c]
+		for i := range MaxTags {
+			if t.Has(i) {
+				out[i] += n
+			}
+		}
+	}
+	return out
+}
+
 // Bytes returns the memory the set holds, for metrics and benchmarks.
 func (s *Set) Bytes() int {
 	if s == nil {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -212,12 +213,21 @@ func (s *Store) loadVersion(v *Version, opt Options) (*Lists, error) {
 	return ReadTarGz(f, v.SHA256, opt)
 }
 
-// Update fetches source (a tar.gz) and its published checksum
+// ErrInsecureSource is an update source that is not an https URL: the
+// checksum comes from the same server as the archive, so only TLS (the
+// server's certificate) says the lists are the academy's.
+var ErrInsecureSource = errors.New("list source must be an https URL")
+
+// Update fetches source (a tar.gz, over https) and its published checksum
 // (source + ".sha256", sha256sum format), and, if it is a new version that
-// passes the checksum and shrink checks against cur, installs it as the
-// current version and returns it. It returns ErrUnchanged if the published
-// checksum is cur's.
+// passes the checksum, size (opt) and shrink checks against cur, installs
+// it as the current version and returns it. It returns ErrUnchanged if the
+// published checksum is cur's. On any error the stored versions are left
+// as they were.
 func (s *Store) Update(ctx context.Context, source string, cur *Lists, opt Options) (*Lists, error) {
+	if u, err := url.Parse(source); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%w: %q", ErrInsecureSource, source)
+	}
 	want, err := s.fetchChecksum(ctx, source+".sha256")
 	if err != nil {
 		return nil, err

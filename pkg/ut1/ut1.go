@@ -34,9 +34,12 @@ import (
 type Category struct {
 	Name  string
 	White bool // usage says white: the list allows rather than blocks
-	// Domains is the number of domain entries; Addresses the number of IP
-	// address entries (not matched by name, see Lists.Addresses).
-	Domains, Addresses int
+	// Domains is the number of distinct domain entries; Addresses the
+	// number of distinct IP address entries (not matched by name, see
+	// Lists.Addresses). Duplicates counts the domain lines that repeat
+	// one already listed: they are dropped, and a list padded with them
+	// cannot hide a shrink.
+	Domains, Addresses, Duplicates int
 	// URLs and Expressions count the entries DNS cannot enforce.
 	URLs, Expressions int
 	// Invalid counts lines of `domains` that are not domain names.
@@ -62,6 +65,69 @@ type Options struct {
 	// callers that need to enumerate them (the DoH endpoints the firewall
 	// blocks by address). Everything else is kept only as hashes.
 	Keep []string
+	// MaxBytes bounds what an archive may unpack to (a gzip bomb expands
+	// a few kilobytes into gigabytes); 0 means DefaultMaxBytes.
+	MaxBytes int64
+	// MaxLines bounds the lines read over every file: each domain costs
+	// 9 bytes while the set is built; 0 means DefaultMaxLines.
+	MaxLines int
+}
+
+// The default bounds are several times the full published lists (about
+// 5 million lines, 150 MB unpacked, the adult category most of it), and
+// keep the transient memory of a load under 150 MB on a 1 GB board.
+const (
+	DefaultMaxBytes = 512 << 20
+	DefaultMaxLines = 16_000_000
+)
+
+// LimitError is a list source past one of the Options bounds.
+type LimitError struct {
+	What  string // "unpacked bytes" or "lines"
+	Limit int64
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("more than %d %s: refused (damaged or hostile source?)", e.Limit, e.What)
+}
+
+func (o Options) maxBytes() int64 {
+	if o.MaxBytes > 0 {
+		return o.MaxBytes
+	}
+	return DefaultMaxBytes
+}
+
+func (o Options) maxLines() int {
+	if o.MaxLines > 0 {
+		return o.MaxLines
+	}
+	return DefaultMaxLines
+}
+
+// boundedReader fails once more than limit bytes were read through it.
+type boundedReader struct {
+	r     io.Reader
+	left  int64
+	limit int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a source of exactly limit bytes from a
+		// larger one.
+		var one [1]byte
+		if n, _ := b.r.Read(one[:]); n > 0 {
+			return 0, &LimitError{What: "unpacked bytes", Limit: b.limit}
+		}
+		return b.r.Read(p)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // Category returns the tag and description of a category, by its name or
@@ -119,6 +185,8 @@ type loader struct {
 	aliases map[string]string // alias -> target
 	kept    map[string][]string
 	addrs   map[string][]netip.Addr
+	raw     []int // domain lines per tag, duplicates included
+	lines   int
 }
 
 func newLoader(opt Options, sizeHint int) *loader {
@@ -170,6 +238,9 @@ func (ld *loader) file(cat, kind string, r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
+		if ld.lines++; ld.lines > ld.opt.maxLines() {
+			return &LimitError{What: "lines", Limit: int64(ld.opt.maxLines())}
+		}
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 || line[0] == '#' {
 			continue
@@ -214,7 +285,10 @@ func (ld *loader) domain(c *Category, t int, s string, keep bool) {
 		c.Invalid++
 		return
 	}
-	c.Domains++
+	for len(ld.raw) <= t {
+		ld.raw = append(ld.raw, 0)
+	}
+	ld.raw[t]++
 	ld.b.Add(d, t)
 	if keep {
 		ld.kept[c.Name] = append(ld.kept[c.Name], d)
@@ -235,6 +309,27 @@ func (ld *loader) finish(version string) (*Lists, error) {
 	set, err := ld.b.Build()
 	if err != nil {
 		return nil, err
+	}
+	// Duplicates are merged by the set; counts are of distinct entries.
+	counts := set.TagCounts()
+	for t := range ld.cats {
+		c := &ld.cats[t]
+		c.Domains = counts[t]
+		if t < len(ld.raw) {
+			c.Duplicates = ld.raw[t] - counts[t]
+		}
+	}
+	for name, k := range ld.kept {
+		slices.Sort(k)
+		ld.kept[name] = slices.Compact(k)
+	}
+	for name, a := range ld.addrs {
+		slices.SortFunc(a, func(x, y netip.Addr) int { return x.Compare(y) })
+		a = slices.Compact(a)
+		ld.addrs[name] = a
+		if t, ok := ld.tags[name]; ok {
+			ld.cats[t].Addresses = len(a)
+		}
 	}
 	l := &Lists{Version: version, Set: set, Categories: ld.cats, byName: map[string]int{}, kept: ld.kept, addrs: ld.addrs}
 	for name, t := range ld.tags {
@@ -316,7 +411,7 @@ func ReadTarGz(r io.Reader, version string, opt Options) (*Lists, error) {
 		return nil, fmt.Errorf("ut1: archive: %w", err)
 	}
 	defer zr.Close()
-	tr := tar.NewReader(zr)
+	tr := tar.NewReader(&boundedReader{r: zr, left: opt.maxBytes(), limit: opt.maxBytes()})
 	ld := newLoader(opt, 0)
 	for {
 		h, err := tr.Next()

@@ -178,11 +178,11 @@ func (m *fakeMirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func TestStoreUpdateChecksAndKeepsLastGood(t *testing.T) {
 	mirror := &fakeMirror{archive: sampleArchive(t, 100)}
-	srv := httptest.NewServer(mirror)
+	srv := httptest.NewTLSServer(mirror)
 	defer srv.Close()
 	source := srv.URL + "/blacklists.tar.gz"
 	dir := t.TempDir()
-	s := &Store{Dir: dir, MaxShrink: 50}
+	s := &Store{Dir: dir, MaxShrink: 50, Client: srv.Client()}
 	ctx := context.Background()
 
 	if _, err := s.Load(Options{}); !errors.Is(err, ErrNoLists) {
