@@ -65,6 +65,7 @@ type Filter struct {
 	opt     Options
 	res     *resolver.Resolver
 	limiter *rateLimiter
+	tcp     *tcpLimiter // connection budgets of DNS over TCP (tcplimit.go)
 	qlog    *queryLog
 	stats   hourlyStats
 	m       *metrics
@@ -123,6 +124,7 @@ func New(d box.Deps, o Options) *Filter {
 		}
 		return 0
 	})
+	f.tcp = newTCPLimiter(d.Log, d.Now, f.m.tcpRefused, f.m.tcpOpen)
 	f.res = resolver.New(d.Log.With("part", "resolver"), d.Metrics, d.Now)
 	f.qlog = newQueryLog(d.Log.With("part", "querylog"), f.m.logDropped)
 	empty, _ := newPolicy(&Plan{}, nil)
@@ -292,7 +294,7 @@ func (f *Filter) startLocked(l *listener) {
 			}
 		})
 	}
-	l.servers = append(l.servers, &dns.Server{Listener: l.tcp, Handler: h})
+	l.servers = append(l.servers, &dns.Server{Listener: f.tcp.wrap(l.tcp, l.zone), Handler: h})
 	for _, s := range l.servers {
 		f.wg.Go(func() {
 			if err := s.ActivateAndServe(); err != nil {

@@ -28,6 +28,8 @@ type metrics struct {
 	logDropped   prometheus.Counter
 	dohAddresses prometheus.Gauge
 	overload     prometheus.Counter
+	tcpRefused   *prometheus.CounterVec
+	tcpOpen      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
@@ -54,10 +56,14 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 		dohAddresses: prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_dns_doh_blocked_addresses", Help: "DoH endpoint addresses handed to the firewall."}),
 		overload: prometheus.NewCounter(prometheus.CounterOpts{Name: "passerelle_dns_overload_dropped_total",
 			Help: "UDP queries dropped because too many already waited for upstreams."}),
+		tcpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_tcp_refused_total",
+			Help: "DNS-over-TCP connections closed on accept, by zone and budget: total (every zone), client (one address), descriptors (process out of files)."},
+			[]string{"zone", "reason"}),
+		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_dns_tcp_connections", Help: "DNS-over-TCP connections open, every zone."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.queries, m.responses, m.blocked, m.safesearch, m.ratelimited, m.listsLoaded, m.listInfo, m.listDomains,
-			m.listUnenf, m.listUpdates, m.logDropped, m.dohAddresses, m.overload,
+			m.listUnenf, m.listUpdates, m.logDropped, m.dohAddresses, m.overload, m.tcpRefused, m.tcpOpen,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "passerelle_dns_list_age_seconds", Help: "Age of the lists in use (since installed or loaded)."}, age))
 	}
 	return m

@@ -1,0 +1,109 @@
+package dnsfilter
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// holdTCP opens n connections from local address from to addr and
+// returns those that connected; the server may close any of them.
+func holdTCP(t *testing.T, from, addr string, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+	var conns []net.Conn
+	for range n {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			continue // reset by the server before the handshake returned
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return conns
+}
+
+// stillOpen counts the connections the server kept: a closed one reads
+// EOF or a reset at once, an open one times out.
+func stillOpen(conns []net.Conn) int {
+	n := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		var b [1]byte
+		_, err := c.Read(b[:])
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTCPConnectionBudgets: one client holding many connections gets its
+// budget and no more, the others are closed before a byte is read and
+// counted; other clients still resolve over TCP, and UDP is untouched;
+// the total budget holds across clients and zones (issue 12).
+func TestTCPConnectionBudgets(t *testing.T) {
+	ts := startServer(t, testLists(t, t.TempDir(), nil), nil)
+	ts.waitLists(t)
+	hog := holdTCP(t, "127.0.0.1", ts.addrs["peda"], 200)
+	// Accepts are asynchronous: wait for the server to have seen them.
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("peda", "client")) < 200-maxTCPPerClient && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("peda", "client")); got != 200-maxTCPPerClient {
+		t.Errorf("refused for the client budget: %v, want %d", got, 200-maxTCPPerClient)
+	}
+	if n := stillOpen(hog); n != maxTCPPerClient {
+		t.Errorf("%d connections of one client kept open, want %d", n, maxTCPPerClient)
+	}
+	if total, clients := ts.f.tcp.counts(); total != maxTCPPerClient || clients != 1 {
+		t.Errorf("counts: %d connections of %d clients", total, clients)
+	}
+
+	// Another client, same zone, over TCP; anyone over UDP.
+	m := new(dns.Msg)
+	m.SetQuestion("example.org.", dns.TypeA)
+	c := &dns.Client{Net: "tcp", Timeout: 2 * time.Second, Dialer: &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}}
+	if r, _, err := c.Exchange(m, ts.addrs["peda"]); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Errorf("another client over TCP: %v, %v", r, err)
+	}
+	if r := ts.query(t, "peda", "example.org.", dns.TypeA, false, true); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("UDP during the flood: %s", dns.RcodeToString[r.Rcode])
+	}
+
+	// The total budget: lowered for the test, filled by other clients
+	// of other zones.
+	ts.f.tcp.mu.Lock()
+	ts.f.tcp.max = maxTCPPerClient + 20
+	ts.f.tcp.mu.Unlock()
+	var more []net.Conn
+	for _, from := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		more = append(more, holdTCP(t, from, ts.addrs["admin"], 10)...)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := stillOpen(more); n != 20 {
+		t.Errorf("%d connections kept over the total budget of 20 left, want 20", n)
+	}
+	if got := testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("admin", "total")); got != 10 {
+		t.Errorf("refused for the total budget: %v, want 10", got)
+	}
+	// Closing gives the slots back.
+	for _, c := range append(hog, more...) {
+		c.Close()
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for total, _ := ts.f.tcp.counts(); total != 0; total, _ = ts.f.tcp.counts() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken after every connection closed", total)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
