@@ -15,6 +15,7 @@ import (
 	"passerelle/pkg/health"
 	"passerelle/pkg/netif"
 	"passerelle/pkg/supervisor"
+	"passerelle/pkg/telemetry"
 	"passerelle/pkg/timesync"
 	"passerelle/pkg/tunnel"
 	"passerelle/pkg/uplink"
@@ -85,6 +86,12 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	// The DNS filter hands the firewall the DoH addresses to drop, and
 	// answers the DHCP clients' names from the live leases.
 	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw, Leases: leaseNames{dhcp}})
+	// The metrics push reads the whole registry and pins its connections
+	// to the preferred uplink.
+	tele, err := telemetry.New(deps, telemetry.Options{Gatherer: c.metrics, Uplinks: c.uplinks})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	c.components = []box.Component{
 		c.system,
 		netif.New(deps),
@@ -94,6 +101,7 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 		dns,
 		dhcp,
 		timesync.New(deps, timesync.Options{Clock: o.clock}),
+		tele,
 	}
 	c.box = box.New(log, c.components...)
 	return c, nil

@@ -224,6 +224,17 @@ type Telemetry struct {
 	Enabled        bool     `yaml:"enabled" doc:"Push metrics."`
 	RemoteWriteURL string   `yaml:"remote_write_url" doc:"Prometheus remote-write endpoint, http or https URL."`
 	Interval       Duration `yaml:"interval" default:"60s" doc:"Time between pushes (10s-1h)."`
+	// Added by issue 15 (the push, its buffer and the local /metrics).
+	Via                   TelemetryVia `yaml:"via" default:"uplink" doc:"Path of the pushes: uplink (the first uplink while it is usable, else the active one) or tunnel (the academy tunnel's routes)."`
+	BearerTokenFile       string       `yaml:"bearer_token_file" doc:"File holding a bearer token sent with every push (read at each push)."`
+	BasicAuthUser         string       `yaml:"basic_auth_user" doc:"User of HTTP basic authentication; the password is read from basic_auth_password_file."`
+	BasicAuthPasswordFile string       `yaml:"basic_auth_password_file" doc:"File holding the basic authentication password."`
+	Tenant                string       `yaml:"tenant" doc:"Tenant of a multi-tenant receiver, sent as X-Scope-OrgID."`
+	CAFile                string       `yaml:"ca_file" doc:"PEM file of the certificate authorities the receiver's certificate must chain to; default the system's."`
+	BufferDirectory       string       `yaml:"buffer_directory" default:"/perm/telemetry" doc:"Where unsent pushes are kept across reboots while the receiver or the links are down."`
+	BufferKiB             int          `yaml:"buffer_kib" default:"4096" doc:"Most unsent pushes kept, in KiB (64-65536); the oldest are dropped beyond."`
+	MetricsPort           int          `yaml:"metrics_port" default:"9100" doc:"TCP port of the local /metrics page (Prometheus text format) on the addresses of metrics_zones and the tunnel."`
+	MetricsZones          []string     `yaml:"metrics_zones" max:"64" doc:"Zones allowed to read /metrics; default the administrative zones. Never the uplinks."`
 }
 
 // Management controls configuration pushed by the NOC.

@@ -90,6 +90,14 @@ func applyDerived(c *Config) {
 			c.DNS.Upstreams = append(c.DNS.Upstreams, Upstream{Address: netip.MustParseAddrPort(s)})
 		}
 	}
+	if c.Telemetry.MetricsZones == nil {
+		c.Telemetry.MetricsZones = []string{}
+		for _, z := range c.Zones {
+			if z.Kind == KindAdministrative {
+				c.Telemetry.MetricsZones = append(c.Telemetry.MetricsZones, z.Name)
+			}
+		}
+	}
 	if c.StatusPage.Zones == nil {
 		c.StatusPage.Zones = []string{}
 		for _, z := range c.Zones {

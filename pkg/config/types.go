@@ -183,6 +183,19 @@ var queryLogs = []QueryLog{QueryLogOff, QueryLogBlocked}
 func (q *QueryLog) UnmarshalText(b []byte) error { return parseEnum(q, b, queryLogs) }
 func (QueryLog) enumValues() []string            { return enumStrings(queryLogs) }
 
+// TelemetryVia is the path of the metrics push.
+type TelemetryVia string
+
+const (
+	TelemetryViaUplink TelemetryVia = "uplink"
+	TelemetryViaTunnel TelemetryVia = "tunnel"
+)
+
+var telemetryVias = []TelemetryVia{TelemetryViaUplink, TelemetryViaTunnel}
+
+func (t *TelemetryVia) UnmarshalText(b []byte) error { return parseEnum(t, b, telemetryVias) }
+func (TelemetryVia) enumValues() []string            { return enumStrings(telemetryVias) }
+
 // MAC is an Ethernet hardware address.
 type MAC [6]byte
 

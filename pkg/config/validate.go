@@ -683,6 +683,24 @@ func (v *validator) telemetry() {
 		v.url("telemetry.remote_write_url", t.RemoteWriteURL)
 	}
 	v.duration("telemetry.interval", t.Interval, 10*time.Second, time.Hour)
+	v.intRange("telemetry.buffer_kib", t.BufferKiB, 64, 65536)
+	v.intRange("telemetry.metrics_port", t.MetricsPort, 1, 65535)
+	if t.BasicAuthUser != "" && t.BasicAuthPasswordFile == "" {
+		v.errf("telemetry.basic_auth_password_file", "missing: basic_auth_user needs a password file")
+	}
+	if t.BasicAuthUser != "" && t.BearerTokenFile != "" {
+		v.errf("telemetry.bearer_token_file", "use either a bearer token or basic authentication, not both")
+	}
+	if t.Via == TelemetryViaTunnel && !v.c.Tunnel.Enabled {
+		v.errf("telemetry.via", "tunnel: the tunnel is not enabled")
+	}
+	for i, z := range t.MetricsZones {
+		if _, ok := v.zones[z]; !ok {
+			v.errf(fmt.Sprintf("telemetry.metrics_zones[%d]", i), "no zone named %q", z)
+		} else if v.zones[z].Kind == KindGuest {
+			v.errf(fmt.Sprintf("telemetry.metrics_zones[%d]", i), "guest zone %q may not read the box's metrics", z)
+		}
+	}
 }
 
 func (v *validator) management() {
