@@ -674,11 +674,16 @@ func (m *Manager) reportSilent(lk *link, now time.Time) {
 }
 
 // dnsCheckEvery: how often the DNS upstreams are asked through each
-// uplink that is not a standby; dnsCheckTimeout: how long an answer is
-// awaited.
+// uplink that is not a standby, and dnsRecheck after a failed check;
+// dnsCheckTimeout: how long an answer is awaited. Each check sends
+// dnsQueriesPerServer queries to every upstream, so that random loss
+// almost never fails one, let alone dnsDownAfter in a row (5 % loss each
+// way, one upstream: about one false verdict in 10^6 checks).
 const (
-	dnsCheckEvery   = time.Second
-	dnsCheckTimeout = time.Second
+	dnsCheckEvery       = time.Second
+	dnsRecheck          = 200 * time.Millisecond
+	dnsCheckTimeout     = 600 * time.Millisecond
+	dnsQueriesPerServer = 2
 )
 
 // dnsLoop asks the DNS upstreams that follow the active uplink through
@@ -687,14 +692,14 @@ const (
 // everything but DNS), so new flows and the box's own DNS queries move
 // to a link that carries DNS.
 func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []netip.AddrPort) {
-	tick := time.NewTicker(dnsCheckEvery)
-	defer tick.Stop()
+	wait := dnsCheckEvery
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-time.After(wait):
 		}
+		wait = dnsCheckEvery
 		// A standby link is not asked: its DNS matters once it may carry
 		// traffic, and then every link runs at full rate. This keeps a
 		// metered backup's cost to its probes.
@@ -708,6 +713,9 @@ func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []net
 		if ctx.Err() != nil {
 			return
 		}
+		if !ok {
+			wait = dnsRecheck // confirm soon
+		}
 		m.dnsDone(lk, ok, why)
 	}
 }
@@ -716,12 +724,14 @@ func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []net
 func checkDNS(ctx context.Context, sys system, cfg Link, servers []netip.AddrPort) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, dnsCheckTimeout)
 	defer cancel()
-	errs := make(chan error, len(servers))
+	errs := make(chan error, len(servers)*dnsQueriesPerServer)
 	for _, s := range servers {
-		go func() { errs <- sys.checkDNS(ctx, cfg, s) }()
+		for range dnsQueriesPerServer {
+			go func() { errs <- sys.checkDNS(ctx, cfg, s) }()
+		}
 	}
 	var first error
-	for range servers {
+	for range cap(errs) {
 		err := <-errs
 		if err == nil {
 			cancel()
