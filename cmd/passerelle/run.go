@@ -34,6 +34,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	format := fs.String("log-format", "text", "text or json")
 	leaseDir := fs.String("dhcp-lease-dir", dhcpd.DefaultLeaseDir, "directory of the DHCP lease files (one per zone)")
 	tunnelDir := fs.String("tunnel-run-dir", "", "tailscaled's config, LocalAPI socket and logs (default /run/passerelle/tunnel)")
+	memLimit := fs.String("memory-limit", "auto", "soft memory limit of the Go runtime: auto (half of MemTotal, unless GOMEMLIMIT is set), off, or a size such as 256MiB")
 	setClock := fs.String("set-clock", "auto", "whether the box sets the system clock from NTP: auto (only when running as init, PID 1, i.e. on the board), always or never")
 	var initf initFlags
 	initf.register(fs)
@@ -74,6 +75,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if pid1 {
 		// Before anything reads a file: /perm holds the config.
 		early = boot.Early(context.Background(), log.With("component", "boot"), h, initf.bootOptions())
+	}
+	// Once /proc is there, before any component opens a socket: the file
+	// limit and the memory budget (limits.go, issue 12).
+	raiseFileLimit(log)
+	if err := setMemoryLimit(log, *memLimit); err != nil {
+		return fail(err)
 	}
 	opts := composeOptions{pid1: pid1, boot: initf.bootOptions(), leaseDir: *leaseDir, policy: policy, health: h, tunnel: *tunnelDir}
 	if owns {
