@@ -291,6 +291,10 @@ func TestStandbyBackupIsProbedSlowly(t *testing.T) {
 	if _, _, ok := m.launchRound(backup); ok {
 		t.Fatal("standby link probed again before its standby interval")
 	}
+	backup.lastLaunch = t0.Add(-10 * time.Second) // the clock is fixed at t0
+	if _, _, ok := m.launchRound(backup); !ok {
+		t.Fatal("standby link not probed after its standby interval")
+	}
 	// Renater fails one round: the primary is in doubt, full rate.
 	m.roundDone(renater, failed())
 	if _, _, ok := m.launchRound(backup); !ok {

@@ -476,7 +476,7 @@ func probesPerTarget(k config.ProbeKind) int {
 func (m *Manager) launchRound(lk *link) (timeout, lateLimit time.Duration, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
+	now := m.now()
 	if m.standby(lk) && !lk.lastLaunch.IsZero() && now.Sub(lk.lastLaunch) < lk.cfg.Probe.StandbyInterval-lk.cfg.Probe.Interval/2 {
 		return 0, 0, false
 	}
