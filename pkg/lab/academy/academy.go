@@ -61,7 +61,7 @@ var (
 )
 
 // ServicePort is the datacenter HTTP service's port.
-const ServicePort = 80
+const ServicePort = 8080 // the lab answers on :80 of every academy address
 
 // Options describe the lab academy.
 type Options struct {
@@ -93,7 +93,7 @@ type Academy struct {
 }
 
 // Start brings the academy up in the lab's academy namespace.
-func Start(o Options) (a *Academy, err error) {
+func Start(o Options) (_ *Academy, err error) {
 	if o.Prefix == (netip.Prefix{}) {
 		o.Prefix = DefaultPrefix
 	}
@@ -103,7 +103,10 @@ func Start(o Options) (a *Academy, err error) {
 	if o.Logf == nil {
 		o.Logf = logger.Discard
 	}
-	a = &Academy{o: o, ns: o.Lab.Namespace(lab.RoleAcademy), addr: o.Lab.AcademyServer(), stop: make(chan struct{})}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	a := &Academy{o: o, ns: o.Lab.Namespace(lab.RoleAcademy), addr: o.Lab.AcademyServer(), stop: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.Close()
