@@ -501,6 +501,10 @@ func (c *compiler) toBox(e end) []Rule {
 			p := uint16(sp.Port)
 			accept("status page", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
 		}
+		if t := c.cfg.Telemetry; t.MetricsPort > 0 && !guest && slices.Contains(t.MetricsZones, z.Name) {
+			p := uint16(t.MetricsPort)
+			accept("metrics", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
+		}
 		if !guest {
 			accept("ping", ICMPEcho{})
 		}
@@ -518,6 +522,9 @@ func (c *compiler) toBox(e end) []Rule {
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Drop}}})
 	default: // tunnel
 		accept("ping from the academy", ICMPEcho{})
+		if p := uint16(c.cfg.Telemetry.MetricsPort); p > 0 {
+			accept("metrics for the academy", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
+		}
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Drop}}})
 	}
 	return rules
