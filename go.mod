@@ -165,7 +165,7 @@ require (
 	k8s.io/client-go v0.34.0 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 	software.sslmate.com/src/go-pkcs12 v0.4.0 // indirect
-	tailscale.com v1.102.5 // indirect
+	tailscale.com v1.102.5
 )
 
 tool tailscale.com/cmd/tailscaled
