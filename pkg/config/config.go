@@ -241,6 +241,12 @@ type Telemetry struct {
 type Management struct {
 	TrustedKeys    []TrustedKey `yaml:"trusted_keys" max:"16" doc:"Keys whose signatures the box accepts on pushed configuration."`
 	ConfirmTimeout Duration     `yaml:"confirm_timeout" default:"5m" doc:"A pushed config that does not reach the NOC again within this time is rolled back (30s-1h)."`
+	// Added by issue 16 (pull mode, the push API, the health gate).
+	PullURL      string   `yaml:"pull_url" doc:"URL the box polls for its latest signed bundle, http or https; {uai} is replaced by the box's UAI. Empty: no polling."`
+	PullInterval Duration `yaml:"pull_interval" default:"5m" doc:"Time between polls of pull_url, with 10% jitter (30s-24h)."`
+	CAFile       string   `yaml:"ca_file" doc:"PEM file of the certificate authorities pull_url's certificate must chain to; default the system's."`
+	APIPort      int      `yaml:"api_port" default:"8443" doc:"TCP port of the management API (push) on the box's tunnel address only."`
+	NOCTags      []string `yaml:"noc_tags" max:"16" doc:"Tailnet tags of the NOC's machines, the only callers the management API accepts; default [tag:noc]."`
 }
 
 // TrustedKey is one NOC signing key.

@@ -719,6 +719,16 @@ func (v *validator) management() {
 		keys[k.PublicKey] = i
 	}
 	v.duration("management.confirm_timeout", m.ConfirmTimeout, 30*time.Second, time.Hour)
+	if m.PullURL != "" {
+		v.url("management.pull_url", strings.ReplaceAll(m.PullURL, "{uai}", "x"))
+	}
+	v.duration("management.pull_interval", m.PullInterval, 30*time.Second, 24*time.Hour)
+	v.intRange("management.api_port", m.APIPort, 1, 65535)
+	for i, tag := range m.NOCTags {
+		if !strings.HasPrefix(tag, "tag:") || len(tag) < 5 {
+			v.errf(fmt.Sprintf("management.noc_tags[%d]", i), "%q is not a tailnet tag (tag:name)", tag)
+		}
+	}
 }
 
 func (v *validator) statusPage() {

@@ -1,0 +1,108 @@
+package manage
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Authorize says who is calling the management API, or refuses the call.
+// cmd/passerelle asks tailscaled (LocalAPI WhoIs) and checks the caller's
+// tailnet tags; the bundle's signature is checked in any case.
+type Authorize func(r *http.Request) (who string, err error)
+
+// API is the management API (push), served on the tunnel address only:
+//
+//	POST /v1/bundles[?wait=1]  a bundle; the Result (final one with wait)
+//	GET  /v1/status            Status
+//	GET  /v1/generations       the kept generations, without their config
+//	GET  /v1/generations/N     one generation with its config
+//	GET  /v1/results           the kept results
+type API struct {
+	M    *Manager
+	Auth Authorize // nil: every caller (tests, the fleet simulator)
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.Auth != nil {
+		who, err := a.Auth(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		a.M.log.Info("management API call", "who", who, "method", r.Method, "path", r.URL.Path)
+	}
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/bundles":
+		a.push(w, r)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":
+		writeJSON(w, http.StatusOK, a.M.Status())
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/generations":
+		gs, err := a.M.store.List()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for i := range gs {
+			gs[i].Config = ""
+		}
+		writeJSON(w, http.StatusOK, gs)
+	case r.Method == http.MethodGet && len(r.URL.Path) > len("/v1/generations/") && r.URL.Path[:len("/v1/generations/")] == "/v1/generations/":
+		n, err := strconv.Atoi(r.URL.Path[len("/v1/generations/"):])
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		g, err := a.M.store.Get(n)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, g)
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/results":
+		rs, err := a.M.store.Results()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, http.StatusOK, rs)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (a *API) push(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBundleSize+1))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	res := a.M.Handle(r.Context(), body, "push")
+	if res.Outcome == OutcomePending && r.URL.Query().Get("wait") != "" {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Hour+time.Minute)
+		defer cancel()
+		if fin, err := a.M.Wait(ctx, res.Gen); err == nil {
+			res = fin
+		}
+	}
+	code := http.StatusOK
+	switch res.Outcome {
+	case OutcomeRejected:
+		code = http.StatusUnprocessableEntity
+		if res.Reason == string(ReasonBusy) {
+			code = http.StatusConflict
+		}
+	case OutcomePending:
+		code = http.StatusAccepted
+	}
+	writeJSON(w, code, res)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
