@@ -31,14 +31,21 @@ func raiseFileLimit(log *slog.Logger) {
 	}
 	want = max(want, old.Max)
 	lim := syscall.Rlimit{Cur: want, Max: want}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+	hardErr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if hardErr != nil {
+		// Without CAP_SYS_RESOURCE (a container, a test): up to the hard
+		// limit only.
 		lim = syscall.Rlimit{Cur: old.Max, Max: old.Max}
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 			log.Warn("file limit not raised", "event", "file-limit", "soft", old.Cur, "hard", old.Max, "err", err)
 			return
 		}
 	}
-	log.Info("file limit raised", "event", "file-limit", "soft", lim.Cur, "hard", lim.Max, "was_soft", old.Cur, "was_hard", old.Max)
+	attrs := []any{"event", "file-limit", "soft", lim.Cur, "hard", lim.Max, "was_soft", old.Cur, "was_hard", old.Max}
+	if hardErr != nil {
+		attrs = append(attrs, "hard_not_raised", hardErr.Error())
+	}
+	log.Info("file limit raised", attrs...)
 }
 
 // memoryFraction is the share of the board's memory the Go runtime aims to
