@@ -14,10 +14,34 @@ import (
 // upstream fails (RFC 8767 suggests one to three days).
 const staleFor = 24 * time.Hour
 
+// The cache is bounded by bytes as well as entries (issue 12): 4,800
+// names of an attacker's domain, each with a 60 KB answer, took the daemon
+// from 114 to 777 MB when only entries were counted.
+const (
+	// DefaultCacheBytes is the cache's memory budget when the
+	// configuration gives none: 3 % of a 1 GB board, room for over 100,000
+	// typical answers (a few hundred bytes each, twice: parsed and wire).
+	DefaultCacheBytes = 32 << 20
+	// maxCachedAnswer is the largest answer kept, in wire format. Answers
+	// to clients over UDP are at most 1232 bytes (the rest is truncated
+	// and asked again over TCP); real answers above 8 KB are rare (large
+	// TXT or DNSKEY sets) and cheap to ask again, while a few big ones
+	// would crowd out thousands of ordinary ones. Larger answers are
+	// served, not cached.
+	maxCachedAnswer = 8 << 10
+	// entryOverhead estimates what an entry costs beyond its bytes: the
+	// map slot, the entry, the message header and question.
+	entryOverhead = 256
+	// rrOverhead estimates a parsed record's cost beyond its data (the
+	// struct, its header, its name's string header).
+	rrOverhead = 96
+)
+
 // entry is one cached answer. msg is never modified after insertion;
 // readers copy it.
 type entry struct {
 	msg      *dns.Msg
+	size     int         // estimated bytes held (entrySize)
 	wire     *wireAnswer // msg encoded, nil if it could not be
 	stored   time.Time
 	expires  time.Time
@@ -28,33 +52,53 @@ type entry struct {
 	prefetching atomic.Bool
 }
 
-// cache is a size-bounded map of answers, sharded to keep lock
-// contention low under load. Eviction is approximate LRU: when a shard is
-// full, the least recently used of a few sampled entries goes (expired
-// entries past their stale window first).
+// cache is a map of answers bounded in entries and bytes, sharded to keep
+// lock contention low under load. Eviction is approximate LRU: when a
+// shard is full, the least recently used of a few sampled entries goes
+// (expired entries past their stale window first), as many times as the
+// new entry needs.
 type cache struct {
-	seed   maphash.Seed
-	shards []cacheShard
-	per    int // capacity of one shard
-	size   atomic.Int64
+	seed     maphash.Seed
+	shards   []cacheShard
+	per      int // entries of one shard
+	perBytes int // bytes of one shard
+	size     atomic.Int64
+	bytes    atomic.Int64
 }
 
 type cacheShard struct {
-	mu sync.RWMutex
-	m  map[string]*entry
+	mu    sync.RWMutex
+	m     map[string]*entry
+	bytes int
+}
+
+// entrySize estimates the memory an answer holds in the cache: the wire
+// form, the parsed records (about their wire size plus rrOverhead each),
+// the key and entryOverhead.
+func entrySize(key string, m *dns.Msg, w *wireAnswer) int {
+	n := entryOverhead + len(key) + rrOverhead*(len(m.Answer)+len(m.Ns)+len(m.Extra))
+	if w != nil {
+		n += 2 * len(w.msg)
+	} else {
+		n += 2 * m.Len()
+	}
+	return n
 }
 
 const cacheShards = 64
 
-func newCache(size int) *cache {
+func newCache(size, bytes int) *cache {
 	if size <= 0 {
 		return nil
 	}
+	if bytes <= 0 {
+		bytes = DefaultCacheBytes
+	}
 	n := cacheShards
-	if size < n {
+	if size < n || bytes < n*4*maxCachedAnswer {
 		n = 1
 	}
-	c := &cache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), per: (size + n - 1) / n}
+	c := &cache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), per: (size + n - 1) / n, perBytes: bytes / n}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*entry)
 	}
@@ -80,10 +124,16 @@ func (c *cache) put(key string, e *entry, now time.Time) {
 	if c == nil {
 		return
 	}
+	if e.size > c.perBytes {
+		return
+	}
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[key]; !ok && len(s.m) >= c.per {
+	if old, ok := s.m[key]; ok {
+		c.remove(s, key, old)
+	}
+	for len(s.m) > 0 && (len(s.m) >= c.per || s.bytes+e.size > c.perBytes) {
 		var victim string
 		var oldest int64
 		n := 0
@@ -99,13 +149,28 @@ func (c *cache) put(key string, e *entry, now time.Time) {
 				break
 			}
 		}
-		delete(s.m, victim)
-		c.size.Add(-1)
-	}
-	if _, ok := s.m[key]; !ok {
-		c.size.Add(1)
+		c.remove(s, victim, s.m[victim])
 	}
 	s.m[key] = e
+	s.bytes += e.size
+	c.size.Add(1)
+	c.bytes.Add(int64(e.size))
+}
+
+// remove deletes an entry of s, whose lock is held.
+func (c *cache) remove(s *cacheShard, key string, e *entry) {
+	delete(s.m, key)
+	s.bytes -= e.size
+	c.size.Add(-1)
+	c.bytes.Add(-int64(e.size))
+}
+
+// byteSize returns the estimated bytes the cache holds.
+func (c *cache) byteSize() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.bytes.Load()
 }
 
 func (c *cache) len() int {

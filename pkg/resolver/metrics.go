@@ -25,7 +25,9 @@ func newMetrics(reg prometheus.Registerer, r *Resolver) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.hits, m.misses, m.stale, m.prefetches, m.upstreamQueries, m.upstreamErrors, m.upstreamLatency,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "passerelle_dns_cache_entries", Help: "Answers in the cache."},
-				func() float64 { return float64(r.CacheLen()) }))
+				func() float64 { return float64(r.CacheLen()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "passerelle_dns_cache_bytes", Help: "Estimated memory the cached answers hold (bounded by the cache's byte budget)."},
+				func() float64 { return float64(r.CacheBytes()) }))
 	}
 	return m
 }

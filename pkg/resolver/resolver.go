@@ -43,7 +43,10 @@ type Config struct {
 	Forwards  []Forward
 	// Race sends each query to the two best upstreams at once.
 	Race       bool
-	CacheSize  int
+	CacheSize int
+	// CacheBytes bounds the cache's estimated memory; 0 means
+	// DefaultCacheBytes.
+	CacheBytes int
 	MinTTL     time.Duration
 	MaxTTL     time.Duration
 	ServeStale bool
@@ -157,14 +160,17 @@ func (r *Resolver) Configure(c Config) {
 		}
 		nc.forwards[strings.ToLower(strings.TrimSuffix(f.Domain, "."))] = us
 	}
-	if r.cache.Load() == nil || old.CacheSize != c.CacheSize || old.MinTTL != c.MinTTL || old.MaxTTL != c.MaxTTL {
-		r.cache.Store(newCache(c.CacheSize))
+	if r.cache.Load() == nil || old.CacheSize != c.CacheSize || old.CacheBytes != c.CacheBytes || old.MinTTL != c.MinTTL || old.MaxTTL != c.MaxTTL {
+		r.cache.Store(newCache(c.CacheSize, c.CacheBytes))
 	}
 	r.cfg.Store(nc)
 }
 
 // CacheLen returns the number of cached answers.
 func (r *Resolver) CacheLen() int { return r.cache.Load().len() }
+
+// CacheBytes returns the estimated memory the cached answers hold.
+func (r *Resolver) CacheBytes() int64 { return r.cache.Load().byteSize() }
 
 // Cached returns a fresh answer from the cache, without waiting for
 // anything: the server answers these inline and hands the rest to
@@ -239,9 +245,10 @@ func (r *Resolver) refresh(cfg *compiled, c *cache, key string, q dns.Question, 
 		return nil, err
 	}
 	clampTTLs(resp, cfg.MinTTL, cfg.MaxTTL)
-	if ttl, ok := cacheTTL(resp, cfg.MinTTL, cfg.MaxTTL); ok && c != nil {
+	if ttl, ok := cacheTTL(resp, cfg.MinTTL, cfg.MaxTTL); ok && c != nil && resp.Len() <= maxCachedAnswer {
 		now := r.now()
 		e := &entry{msg: resp, wire: packWire(resp), stored: now, expires: now.Add(ttl), ttl: uint32(ttl / time.Second)}
+		e.size = entrySize(key, resp, e.wire)
 		e.lastUsed.Store(now.UnixNano())
 		c.put(key, e, now)
 	}
