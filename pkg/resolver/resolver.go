@@ -42,7 +42,7 @@ type Config struct {
 	Upstreams []Upstream
 	Forwards  []Forward
 	// Race sends each query to the two best upstreams at once.
-	Race       bool
+	Race      bool
 	CacheSize int
 	// CacheBytes bounds the cache's estimated memory; 0 means
 	// DefaultCacheBytes.
