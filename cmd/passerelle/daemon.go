@@ -47,6 +47,7 @@ type daemon struct {
 	c     *composition
 	flags initFlags
 	extra []supervisor.Spec
+	mg    manageState // the NOC's bundles (manage.go)
 
 	wd *watchdog.Watchdog
 
@@ -145,7 +146,7 @@ func (d *daemon) run() int {
 	defer signal.Stop(hup)
 	go logHealth(ctx, log, d.c.health)
 
-	cfg, cerr := loadConfig(log, d.path)
+	cfg, text, cerr := d.loadStart()
 	if cerr != nil {
 		log.Error("could not load the configuration at start", "event", evConfigRejected, "source", sourceStart, "err", cerr)
 		if d.pid1 {
@@ -173,6 +174,9 @@ func (d *daemon) run() int {
 		}
 	}
 	applied := cerr == nil && d.submit(ctx, cfg, sourceStart) == nil
+	if applied {
+		d.manageRunning(cfg, text)
+	}
 	if !applied {
 		if !d.pid1 {
 			if d.wd != nil {
@@ -211,6 +215,8 @@ func (d *daemon) run() int {
 			}
 			if err := d.submit(ctx, cfg, sourceSIGHUP); err != nil {
 				log.Error("new configuration not applied; the running one is kept", "err", err)
+			} else {
+				d.manageRunning(cfg, nil)
 			}
 		case <-tick.C:
 			if beat != nil {

@@ -38,6 +38,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	setClock := fs.String("set-clock", "auto", "whether the box sets the system clock from NTP: auto (only when running as init, PID 1, i.e. on the board), always or never")
 	var initf initFlags
 	initf.register(fs)
+	var managef manageFlags
+	managef.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -99,6 +101,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	d := &daemon{log: log, pid1: pid1, path: *path, c: c, flags: initf, extra: extra}
 	d.keepBootReport("early", early)
+	if err := d.setupManage(managef); err != nil {
+		// Never fatal: the box runs its configuration without the NOC's push.
+		log.Error("NOC configuration push off: its generations cannot be opened", "err", err)
+	}
 	if reaper != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

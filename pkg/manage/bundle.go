@@ -130,7 +130,9 @@ type Rejection struct {
 	Detail string
 }
 
-func (r *Rejection) Error() string { return fmt.Sprintf("bundle rejected (%s): %s", r.Reason, r.Detail) }
+func (r *Rejection) Error() string {
+	return fmt.Sprintf("bundle rejected (%s): %s", r.Reason, r.Detail)
+}
 
 func reject(r Reason, format string, args ...any) *Rejection {
 	return &Rejection{Reason: r, Detail: fmt.Sprintf(format, args...)}

@@ -522,3 +522,18 @@ func (m *metrics) setState(st State, pending float64) {
 	m.highest.Set(float64(st.Highest))
 	m.pending.Set(pending)
 }
+
+// SetProbes sets the health gate's probes (before the first bundle: the
+// daemon builds some of them from the manager itself).
+func (m *Manager) SetProbes(ps []Probe) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.o.Probes = ps
+}
+
+// Config is the running configuration as the manager knows it.
+func (m *Manager) Config() *config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
