@@ -54,8 +54,11 @@ type Options struct {
 }
 
 // maxInflight bounds the UDP queries waiting for upstreams at once; more
-// are dropped (and counted).
-const maxInflight = 8192
+// are dropped (and counted). Each may hold an upstream answer of up to
+// 64 KB until it is sent (truncated) to its client: 1024 bound that to
+// 64 MB, where 8192 allowed 512 MB (issue 12), and still carry 50,000
+// queries a second at 20 ms of upstream latency.
+const maxInflight = 1024
 
 // Filter is the DNS component of the box.
 type Filter struct {
@@ -209,6 +212,9 @@ func (f *Filter) Run(ctx context.Context) error {
 				f.reconcileListeners(f.plan) // rebinds what failed
 			}
 			f.mu.Unlock()
+			if n%30 == 29 {
+				returnFreeMemory(f.log)
+			}
 			if n%10 == 0 {
 				f.limiter.prune()
 			}
