@@ -260,4 +260,13 @@ type StatusPage struct {
 	Enabled bool     `yaml:"enabled" default:"true" doc:"Serve the status page."`
 	Port    int      `yaml:"port" default:"80" doc:"TCP port on the box's zone addresses."`
 	Zones   []string `yaml:"zones" max:"64" doc:"Zones allowed to see it; default the administrative zones."`
+	// Added by issue 17 (the page itself: HTTPS, the technician's
+	// account, the language). Port stays the plain HTTP port: it
+	// redirects to HTTPS on the status zones and serves the block page on
+	// the zones whose profile answers blocked names with it.
+	HTTPSPort      int      `yaml:"https_port" default:"443" doc:"TCP port of the HTTPS status page on the addresses of the status zones (certificate created by the box at first boot)."`
+	User           string   `yaml:"user" default:"technicien" doc:"Name of the technician's account."`
+	PasswordHash   string   `yaml:"password_hash" doc:"bcrypt ($2a$, $2b$) or argon2id ($argon2id$) hash of the technician's password; empty: nobody can log in (there is no default password)."`
+	Language       string   `yaml:"language" default:"fr" doc:"Language of the page and of passerelle status: fr or en."`
+	SessionTimeout Duration `yaml:"session_timeout" default:"30m" doc:"A technician's session ends after this long without a request (1m-12h)."`
 }

@@ -734,6 +734,17 @@ func (v *validator) management() {
 func (v *validator) statusPage() {
 	s := v.c.StatusPage
 	v.intRange("status_page.port", s.Port, 1, 65535)
+	v.intRange("status_page.https_port", s.HTTPSPort, 1, 65535)
+	if s.HTTPSPort == s.Port {
+		v.errf("status_page.https_port", "must differ from status_page.port (%d)", s.Port)
+	}
+	if s.Language != "fr" && s.Language != "en" {
+		v.errf("status_page.language", "expected fr or en, got %q", s.Language)
+	}
+	if h := s.PasswordHash; h != "" && !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") && !strings.HasPrefix(h, "$argon2id$") {
+		v.errf("status_page.password_hash", "expected a bcrypt ($2b$...) or argon2id ($argon2id$...) hash, never a password")
+	}
+	v.duration("status_page.session_timeout", s.SessionTimeout, time.Minute, 12*time.Hour)
 	for i, z := range s.Zones {
 		if _, ok := v.zones[z]; !ok {
 			v.errf(fmt.Sprintf("status_page.zones[%d]", i), "no zone named %q", z)

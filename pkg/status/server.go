@@ -1,0 +1,703 @@
+package status
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"passerelle/pkg/config"
+	"passerelle/pkg/eventlog"
+)
+
+//go:embed templates/*
+var templateFS embed.FS
+
+// Options are the page's collaborators. Source is required.
+type Options struct {
+	Source Source
+	Log    *slog.Logger
+	Now    func() time.Time
+	// StateDir keeps the certificate (/perm/status); "" keeps it in
+	// memory only.
+	StateDir string
+	// EventLogDir is the persistent log the page shows; "" shows none.
+	EventLogDir string
+	// Lookup resolves a name as a zone's clients would (the DNS
+	// diagnostic); nil asks the box's DNS server on the zone's address.
+	Lookup func(ctx context.Context, zone, name string) ([]netip.Addr, error)
+	// HTTPClient runs the HTTP check; nil: a client with a 5 s timeout.
+	HTTPClient *http.Client
+}
+
+// Server is the status page, the block page and the control socket's
+// handler.
+type Server struct {
+	o        Options
+	log      *slog.Logger
+	now      func() time.Time
+	tmpl     *template.Template
+	sessions *sessions
+	logins   *limiter
+	diags    *limiter
+	history  *history
+
+	certOnce sync.Once
+	cert     tls.Certificate
+	certErr  error
+
+	mu        sync.Mutex
+	listeners map[string]*listener // by "kind addr:port"
+}
+
+// New returns the page; it listens once Run runs.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	s := &Server{
+		o: o, log: o.Log, now: o.Now,
+		sessions: newSessions(o.Now),
+		// Login: 5 tries at once per address, then one a minute; 30 a
+		// minute from every address together (bcrypt is slow on purpose).
+		logins: newLimiter(o.Now, 5, time.Minute, 30, 2*time.Second),
+		// Diagnostics: 10 at once, then one every 6 s.
+		diags:     newLimiter(o.Now, 10, 6*time.Second, 20, 3*time.Second),
+		history:   newHistory(360),
+		listeners: map[string]*listener{},
+	}
+	s.tmpl = template.Must(template.New("").Funcs(s.funcs()).ParseFS(templateFS, "templates/*.html"))
+	return s
+}
+
+// Certificate returns the page's certificate, creating it at first call.
+func (s *Server) Certificate() (tls.Certificate, error) {
+	s.certOnce.Do(func() {
+		host := ""
+		if c := s.o.Source.Config(); c != nil {
+			host = c.Identity.Hostname
+		}
+		s.cert, s.certErr = LoadOrCreateCert(s.o.StateDir, host, s.now())
+	})
+	return s.cert, s.certErr
+}
+
+// Fingerprint is the SHA-256 fingerprint of the page's certificate.
+func (s *Server) Fingerprint() string {
+	c, err := s.Certificate()
+	if err != nil {
+		return ""
+	}
+	return Fingerprint(c)
+}
+
+// Screen is the first screen, with the certificate's fingerprint.
+func (s *Server) Screen() Screen {
+	sc := BuildScreen(s.o.Source, s.lang(), s.now())
+	sc.Fingerprint = s.Fingerprint()
+	return sc
+}
+
+func (s *Server) cfg() *config.Config { return s.o.Source.Config() }
+
+func (s *Server) lang() string {
+	if c := s.cfg(); c != nil {
+		return c.StatusPage.Language
+	}
+	return "fr"
+}
+
+// listener is one socket of the page.
+type listener struct {
+	kind string // "https", "http"
+	zone string
+	addr string
+	srv  *http.Server
+	err  error
+}
+
+// Run serves the page on the addresses the running configuration says,
+// following configuration changes, until ctx ends. Sockets that cannot be
+// bound yet (the zone's address is not up) are retried every 2 s.
+func (s *Server) Run(ctx context.Context) error {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	sample := time.NewTicker(10 * time.Second)
+	defer sample.Stop()
+	s.reconcile()
+	s.history.add(s.now(), s.o.Source.Uplinks())
+	for {
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for k, l := range s.listeners {
+				if l.srv != nil {
+					l.srv.Close()
+				}
+				delete(s.listeners, k)
+			}
+			s.mu.Unlock()
+			return nil
+		case <-tick.C:
+			s.reconcile()
+		case <-sample.C:
+			s.history.add(s.now(), s.o.Source.Uplinks())
+		}
+	}
+}
+
+// wanted is the set of sockets a configuration asks for: HTTPS on the
+// status zones' addresses; plain HTTP on the status zones (a redirect to
+// HTTPS) and on the zones whose profile answers with the block page.
+func wanted(c *config.Config) map[string]listener {
+	out := map[string]listener{}
+	if c == nil || !c.StatusPage.Enabled {
+		return out
+	}
+	sp := c.StatusPage
+	blockPage := map[string]bool{}
+	for _, p := range c.DNS.Profiles {
+		if p.BlockResponse == config.BlockBlockPage {
+			blockPage[p.Name] = true
+		}
+	}
+	for _, z := range c.Zones {
+		if !z.Address.IsValid() {
+			continue
+		}
+		status := slices.Contains(sp.Zones, z.Name)
+		if status {
+			a := net.JoinHostPort(z.Address.String(), strconv.Itoa(sp.HTTPSPort))
+			out["https "+a] = listener{kind: "https", zone: z.Name, addr: a}
+		}
+		if status || blockPage[z.DNSProfile] {
+			a := net.JoinHostPort(z.Address.String(), strconv.Itoa(sp.Port))
+			out["http "+a] = listener{kind: "http", zone: z.Name, addr: a}
+		}
+	}
+	return out
+}
+
+func (s *Server) reconcile() {
+	c := s.cfg()
+	if c != nil {
+		s.sessions.setIdle(c.StatusPage.SessionTimeout.D())
+	}
+	want := wanted(c)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, l := range s.listeners {
+		if w, ok := want[k]; !ok || w.zone != l.zone || l.srv == nil {
+			if l.srv != nil {
+				l.srv.Close()
+			}
+			delete(s.listeners, k)
+		}
+	}
+	for k, w := range want {
+		if _, ok := s.listeners[k]; ok {
+			continue
+		}
+		l := w
+		if err := s.listen(&l); err != nil {
+			continue // retried at the next tick
+		}
+		s.listeners[k] = &l
+	}
+}
+
+func (s *Server) listen(l *listener) error {
+	ln, err := net.Listen("tcp4", l.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	zone := l.zone
+	switch l.kind {
+	case "https":
+		cert, err := s.Certificate()
+		if err != nil {
+			ln.Close()
+			s.log.Error("status page: no certificate", "err", err)
+			return err
+		}
+		srv.Handler = s.Handler()
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	default:
+		srv.Handler = s.PlainHandler(zone)
+	}
+	l.srv = srv
+	go srv.Serve(ln)
+	s.log.Info("status page serving", "event", "status-serving", "kind", l.kind, "zone", zone, "at", l.addr)
+	return nil
+}
+
+// PlainHandler is the plain HTTP side of a zone: the block page for any
+// other host name in a zone whose profile uses it; on a status zone, a
+// redirect of the box's own address to HTTPS.
+func (s *Server) PlainHandler(zone string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w)
+		// The block page carries its own few style rules: nothing else
+		// is served over plain HTTP.
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
+		c := s.cfg()
+		if c == nil {
+			http.Error(w, "not configured", http.StatusServiceUnavailable)
+			return
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		var z *config.Zone
+		for i := range c.Zones {
+			if c.Zones[i].Name == zone {
+				z = &c.Zones[i]
+			}
+		}
+		isBox := host == "" || (z != nil && host == z.Address.String()) || strings.EqualFold(host, c.Identity.Hostname)
+		if isBox && slices.Contains(c.StatusPage.Zones, zone) {
+			target := "https://" + host
+			if p := c.StatusPage.HTTPSPort; p != 443 {
+				target = "https://" + net.JoinHostPort(host, strconv.Itoa(p))
+			}
+			http.Redirect(w, r, target+"/", http.StatusFound)
+			return
+		}
+		s.blockPage(w, r, zone, host)
+	})
+}
+
+// blockPage tells a pupil that the name was blocked by the school's
+// filter and its category. It records nothing about who asked.
+func (s *Server) blockPage(w http.ResponseWriter, r *http.Request, zone, host string) {
+	why := s.o.Source.Why(zone, host)
+	if why.Verdict != "blocked" || !why.BlockPage {
+		// Not a name this zone blocks (or the box's address): nothing
+		// here.
+		w.WriteHeader(http.StatusNotFound)
+		s.render(w, "block", map[string]any{"Blocked": false, "Host": host, "Lang": s.lang()})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusForbidden)
+	s.render(w, "block", map[string]any{"Blocked": true, "Host": why.Name, "Why": why, "Category": categoryLabel(why), "Lang": s.lang()})
+}
+
+func categoryLabel(w Why) string {
+	switch w.Rule {
+	case "category":
+		return w.Category
+	case "deny":
+		return "liste de l'établissement"
+	case "bypass":
+		return "contournement du filtre"
+	case "lists-not-loaded":
+		return "filtrage en cours de mise à jour"
+	}
+	return ""
+}
+
+func securityHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+func clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+const sessionCookie = "passerelle_session"
+const loginCookie = "passerelle_login"
+
+// Handler is the authenticated page (served over HTTPS).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /style.css", s.style)
+	mux.HandleFunc("GET /login", s.loginForm)
+	mux.HandleFunc("POST /login", s.login)
+	mux.Handle("POST /logout", s.auth(s.logout))
+	mux.Handle("GET /{$}", s.auth(s.home))
+	mux.Handle("GET /uplinks", s.auth(s.uplinks))
+	mux.Handle("GET /uplinks/chart.svg", s.auth(s.chart))
+	mux.Handle("GET /zones", s.auth(s.zones))
+	mux.Handle("GET /dns", s.auth(s.dns))
+	mux.Handle("GET /services", s.auth(s.services))
+	mux.Handle("GET /boot", s.auth(s.boot))
+	mux.Handle("GET /log", s.auth(s.eventLog))
+	mux.Handle("GET /diag", s.auth(s.diagForm))
+	mux.Handle("POST /diag", s.auth(s.diag))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w)
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		w.Header().Set("Cache-Control", "no-store")
+		mux.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey struct{}
+
+// auth lets a request through only with a live session, and a POST only
+// with the session's CSRF token.
+func (s *Server) auth(next func(http.ResponseWriter, *http.Request, *session)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ck, err := r.Cookie(sessionCookie)
+		var sess *session
+		if err == nil {
+			sess, _ = s.sessions.get(ck.Value)
+		}
+		if sess == nil {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/login", http.StatusSeeOther)
+				return
+			}
+			http.Error(w, "login required", http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+			if subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(sess.csrf)) != 1 {
+				http.Error(w, "invalid or missing CSRF token", http.StatusForbidden)
+				return
+			}
+		}
+		next(w, r, sess)
+	})
+}
+
+func (s *Server) page(w http.ResponseWriter, name string, sess *session, data map[string]any) {
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["Lang"] = s.lang()
+	data["Page"] = name
+	if sess != nil {
+		data["CSRF"] = sess.csrf
+		data["User"] = sess.user
+	}
+	data["Fingerprint"] = s.Fingerprint()
+	if c := s.cfg(); c != nil {
+		data["School"] = c.Identity.Name
+		data["UAI"] = c.Identity.UAI
+	}
+	data["Version"] = s.o.Source.Version()
+	s.render(w, name, data)
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, data any) {
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	}
+	if err := s.tmpl.ExecuteTemplate(w, name, data); err != nil {
+		s.log.Warn("status page template", "page", name, "err", err)
+	}
+}
+
+func (s *Server) style(w http.ResponseWriter, r *http.Request) {
+	b, _ := templateFS.ReadFile("templates/style.css")
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "max-age=3600")
+	w.Write(b)
+}
+
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	tok := randomToken()
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: tok, Path: "/login", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	noAccount := s.cfg() == nil || s.cfg().StatusPage.PasswordHash == ""
+	s.page(w, "login", nil, map[string]any{"LoginCSRF": tok, "NoAccount": noAccount})
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	ck, err := r.Cookie(loginCookie)
+	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostFormValue("csrf"))) != 1 {
+		http.Error(w, "invalid or missing CSRF token", http.StatusForbidden)
+		return
+	}
+	if ok, after := s.logins.allow(clientAddr(r)); !ok {
+		s.log.Warn("status page: too many login attempts", "event", "status-login-limited", "client", clientAddr(r).String())
+		w.Header().Set("Retry-After", retryAfter(after))
+		w.WriteHeader(http.StatusTooManyRequests)
+		s.page(w, "login", nil, map[string]any{"Error": tr(s.lang()).s("login-limited"), "LoginCSRF": ck.Value})
+		return
+	}
+	c := s.cfg()
+	user, pass := r.PostFormValue("user"), r.PostFormValue("password")
+	good := c != nil && c.StatusPage.PasswordHash != "" &&
+		subtle.ConstantTimeCompare([]byte(user), []byte(c.StatusPage.User)) == 1 &&
+		CheckPassword(c.StatusPage.PasswordHash, pass)
+	if !good {
+		s.log.Warn("status page: login refused", "event", "status-login-failed", "client", clientAddr(r).String())
+		w.WriteHeader(http.StatusUnauthorized)
+		s.page(w, "login", nil, map[string]any{"Error": tr(s.lang()).s("login-bad"), "LoginCSRF": ck.Value, "NoAccount": c == nil || c.StatusPage.PasswordHash == ""})
+		return
+	}
+	sess := s.sessions.create(user)
+	s.log.Info("status page: technician logged in", "event", "status-login", "client", clientAddr(r).String())
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: sess.id, Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: loginCookie, Value: "", Path: "/login", MaxAge: -1})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.sessions.end(sess.id)
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (s *Server) home(w http.ResponseWriter, r *http.Request, sess *session) {
+	var changes []eventlog.Record
+	if s.o.EventLogDir != "" {
+		recs, _ := eventlog.Read(s.o.EventLogDir)
+		changes = lastChanges(recs, 8)
+	}
+	s.page(w, "home", sess, map[string]any{"Screen": s.Screen(), "Changes": changes})
+}
+
+// lastChanges are the newest records that say something changed, newest
+// first.
+func lastChanges(recs []eventlog.Record, n int) []eventlog.Record {
+	var out []eventlog.Record
+	for i := len(recs) - 1; i >= 0 && len(out) < n; i-- {
+		switch recs[i].Str("event") {
+		case "config-applied", "config-rejected", "uplink-switch", "uplink-state", "health-raised", "health-cleared", "dns-lists-loaded", "service-failed", "daemon-running", "shutdown":
+			out = append(out, recs[i])
+		}
+	}
+	return out
+}
+
+func (s *Server) uplinks(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.page(w, "uplinks", sess, map[string]any{"Uplinks": s.o.Source.Uplinks()})
+}
+
+func (s *Server) chart(w http.ResponseWriter, r *http.Request, sess *session) {
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Write(s.history.svg())
+}
+
+func (s *Server) zones(w http.ResponseWriter, r *http.Request, sess *session) {
+	var zones []config.Zone
+	if c := s.cfg(); c != nil {
+		zones = c.Zones
+	}
+	leases := s.o.Source.Leases("")
+	for i := range leases {
+		leases[i].MACText = leases[i].MAC.String()
+	}
+	s.page(w, "zones", sess, map[string]any{"Zones": zones, "Usage": s.o.Source.Usage(), "Leases": leases})
+}
+
+func (s *Server) dns(w http.ResponseWriter, r *http.Request, sess *session) {
+	stats := s.o.Source.DNSStats()
+	// Totals per zone and reason over the period kept: aggregates only.
+	type total struct {
+		Zone, Reason string
+		Blocked      uint64
+	}
+	sum := map[[2]string]uint64{}
+	for _, st := range stats {
+		sum[[2]string{st.Zone, st.Reason}] += st.Blocked
+	}
+	var totals []total
+	for k, v := range sum {
+		totals = append(totals, total{k[0], k[1], v})
+	}
+	slices.SortFunc(totals, func(a, b total) int {
+		if a.Zone != b.Zone {
+			return strings.Compare(a.Zone, b.Zone)
+		}
+		return int(b.Blocked) - int(a.Blocked)
+	})
+	s.page(w, "dns", sess, map[string]any{"Totals": totals, "Lists": s.o.Source.Why("", "example.invalid").Lists})
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request, sess *session) {
+	type svc struct {
+		Service
+		Output string
+	}
+	var out []svc
+	for _, x := range s.o.Source.Services() {
+		o, e, _ := s.o.Source.ServiceOutput(x.Name)
+		text := tail(string(o)+string(e), 2000)
+		out = append(out, svc{x, text})
+	}
+	s.page(w, "services", sess, map[string]any{"Services": out})
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+func (s *Server) boot(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.page(w, "boot", sess, map[string]any{"Phases": s.o.Source.Boot()})
+}
+
+func (s *Server) eventLog(w http.ResponseWriter, r *http.Request, sess *session) {
+	var recs []eventlog.Record
+	var err error
+	if s.o.EventLogDir != "" {
+		recs, err = eventlog.Read(s.o.EventLogDir)
+	}
+	if len(recs) > 300 {
+		recs = recs[len(recs)-300:]
+	}
+	slices.Reverse(recs)
+	s.page(w, "log", sess, map[string]any{"Records": recs, "Err": err, "Persistent": s.o.EventLogDir != ""})
+}
+
+func (s *Server) statusZones() []string {
+	var out []string
+	if c := s.cfg(); c != nil {
+		for _, z := range c.Zones {
+			out = append(out, z.Name)
+		}
+	}
+	return out
+}
+
+func (s *Server) diagForm(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.page(w, "diag", sess, map[string]any{"Zones": s.statusZones()})
+}
+
+// diag runs one diagnostic: a DNS lookup as a zone's clients see it, with
+// the filter's explanation, or an HTTP check from the box.
+func (s *Server) diag(w http.ResponseWriter, r *http.Request, sess *session) {
+	data := map[string]any{"Zones": s.statusZones()}
+	if ok, after := s.diags.allow(clientAddr(r)); !ok {
+		w.Header().Set("Retry-After", retryAfter(after))
+		w.WriteHeader(http.StatusTooManyRequests)
+		data["Error"] = tr(s.lang()).s("diag-limited")
+		s.page(w, "diag", sess, data)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 6*time.Second)
+	defer cancel()
+	kind := r.PostFormValue("kind")
+	target := strings.TrimSpace(r.PostFormValue("target"))
+	zone := r.PostFormValue("zone")
+	data["Kind"], data["Target"], data["Zone"] = kind, target, zone
+	if len(target) > 255 || target == "" {
+		data["Error"] = tr(s.lang()).s("diag-target")
+		s.page(w, "diag", sess, data)
+		return
+	}
+	switch kind {
+	case "dns":
+		why := s.o.Source.Why(zone, target)
+		data["Why"] = why
+		data["Explain"] = Explain(why, s.lang())
+		if why.Verdict != "invalid" && why.Verdict != "unknown-zone" {
+			addrs, err := s.lookup(ctx, zone, why.Name)
+			data["Addrs"], data["LookupErr"] = addrs, errText(err)
+		}
+	case "http":
+		u := target
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			u = "https://" + u
+		}
+		start := time.Now()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err == nil {
+			var resp *http.Response
+			if resp, err = s.o.HTTPClient.Do(req); err == nil {
+				resp.Body.Close()
+				data["HTTPStatus"] = resp.Status
+			}
+		}
+		data["HTTPErr"], data["Took"] = errText(err), time.Since(start).Round(time.Millisecond)
+	default:
+		data["Error"] = tr(s.lang()).s("diag-target")
+	}
+	s.page(w, "diag", sess, data)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (s *Server) lookup(ctx context.Context, zone, name string) ([]netip.Addr, error) {
+	if s.o.Lookup != nil {
+		return s.o.Lookup(ctx, zone, name)
+	}
+	c := s.cfg()
+	if c == nil {
+		return nil, errors.New("no configuration")
+	}
+	var server string
+	for _, z := range c.Zones {
+		if z.Name == zone {
+			server = net.JoinHostPort(z.Address.String(), "53")
+		}
+	}
+	if server == "" {
+		return nil, fmt.Errorf("no zone %q", zone)
+	}
+	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server)
+	}}
+	return res.LookupNetIP(ctx, "ip4", name)
+}
+
+func (s *Server) funcs() template.FuncMap {
+	return template.FuncMap{
+		"t": func(lang, key string) string { return tr(lang).s(key) },
+		"when": func(t time.Time) string {
+			if t.IsZero() {
+				return "—"
+			}
+			return t.Local().Format("02/01/2006 15:04:05")
+		},
+		"ms":      func(d time.Duration) string { return ms(d) },
+		"pct":     func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
+		"explain": func(w Why, lang string) string { return Explain(w, lang) },
+		"attrs": func(r eventlog.Record) string {
+			var parts []string
+			for k := range r {
+				switch k {
+				case "time", "level", "msg":
+					continue
+				}
+				parts = append(parts, k+"="+r.Str(k))
+			}
+			slices.Sort(parts)
+			return strings.Join(parts, " ")
+		},
+	}
+}

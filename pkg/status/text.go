@@ -1,0 +1,245 @@
+package status
+
+import (
+	"fmt"
+	"strings"
+)
+
+// lang is a language of the page: French by default, English available
+// (status_page.language).
+type lang struct {
+	lang string
+	m    map[string]string
+}
+
+func tr(l string) lang {
+	if l == "en" {
+		return lang{"en", textEN}
+	}
+	return lang{"fr", textFR}
+}
+
+func (t lang) s(key string) string {
+	if v, ok := t.m[key]; ok {
+		return v
+	}
+	if v, ok := textFR[key]; ok {
+		return v
+	}
+	return key
+}
+
+func (t lang) f(key string, args ...any) string { return fmt.Sprintf(t.s(key), args...) }
+
+// advice is what to do about a health warning, by code (the part before
+// the colon: "interface-missing:wan1").
+func (t lang) advice(code string) string {
+	kind, _, _ := strings.Cut(code, ":")
+	if v, ok := t.m["advice-"+kind]; ok {
+		return v
+	}
+	return t.s("advice-default")
+}
+
+var textFR = map[string]string{
+	"login-limited":               "Trop de tentatives : attendez une minute avant de réessayer.",
+	"login-bad":                   "Identifiant ou mot de passe incorrect.",
+	"login-none":                  "Aucun compte technicien n'est configuré (status_page.password_hash) : la connexion est impossible.",
+	"diag-limited":                "Trop de diagnostics : attendez quelques secondes.",
+	"diag-target":                 "Indiquez un nom ou une adresse.",
+	"nav-home":                    "Accueil",
+	"nav-uplinks":                 "Liens",
+	"nav-zones":                   "Zones et baux",
+	"nav-dns":                     "Filtrage",
+	"nav-services":                "Services",
+	"nav-boot":                    "Démarrage",
+	"nav-log":                     "Journal",
+	"nav-diag":                    "Diagnostics",
+	"logout":                      "Se déconnecter",
+	"login":                       "Connexion",
+	"user":                        "Identifiant",
+	"password":                    "Mot de passe",
+	"submit-login":                "Se connecter",
+	"title":                       "État de la passerelle",
+	"warnings":                    "Alertes en cours",
+	"no-warnings":                 "Aucune alerte.",
+	"what-to-do":                  "À faire",
+	"changes":                     "Derniers changements",
+	"fingerprint":                 "Empreinte du certificat (SHA-256)",
+	"run":                         "Lancer",
+	"kind":                        "Diagnostic",
+	"kind-dns":                    "Résolution DNS (avec l'explication du filtrage)",
+	"kind-http":                   "Test HTTP depuis la box",
+	"target":                      "Nom ou adresse",
+	"zone":                        "Zone",
+	"blocked-title":               "Site bloqué",
+	"blocked-text":                "L'accès à ce site est bloqué par le filtre de l'établissement.",
+	"blocked-category":            "Catégorie",
+	"blocked-help":                "Si vous pensez que c'est une erreur, parlez-en à un enseignant ou au référent numérique de l'établissement.",
+	"not-blocked":                 "Rien à afficher ici.",
+	"skip":                        "Aller au contenu",
+	"log-volatile":                "Journal persistant désactivé (pas de /perm).",
+	"internet":                    "Internet",
+	"internet-ok":                 "OK via %s, %s",
+	"internet-none":               "Aucun lien internet configuré.",
+	"internet-none-advice":        "Ajoutez un lien (uplinks) à la configuration.",
+	"internet-down":               "Pas d'accès à internet : aucun lien ne répond.",
+	"internet-down-advice":        "Vérifiez les câbles et les voyants du routeur de l'opérateur, puis appelez le support de l'académie.",
+	"internet-degraded":           "Le lien %s perd des paquets (%d %%) : prévenez le support si cela dure.",
+	"backup":                      "Lien de secours",
+	"backup-none":                 "Pas de lien de secours configuré.",
+	"backup-in-use":               "%s en service (le lien principal ne répond pas)",
+	"backup-in-use-advice":        "Le lien principal %s est en panne : vérifiez-le ; le secours prend le relais en attendant.",
+	"backup-ready":                "%s prêt",
+	"backup-unknown":              "%s en cours de vérification",
+	"backup-down":                 "%s indisponible (%s)",
+	"backup-down-advice":          "Le secours ne prendrait pas le relais : vérifiez sa box 4G ou son câble.",
+	"tunnel":                      "Tunnel académique",
+	"tunnel-off":                  "Non configuré.",
+	"tunnel-up":                   "Établi via %s, %s",
+	"tunnel-down":                 "Coupé : %s",
+	"tunnel-down-advice":          "Les applications académiques sont injoignables : vérifiez internet, puis appelez le support de l'académie.",
+	"filtering":                   "Filtrage",
+	"filtering-off":               "Aucun profil de filtrage.",
+	"filtering-no-lists":          "Listes de filtrage absentes : les zones élèves sont bloquées (par sécurité).",
+	"filtering-no-lists-advice":   "Les listes se téléchargent la nuit ; si cela dure, appelez le support de l'académie.",
+	"filtering-ok":                "À jour : listes du %s (%d catégories, %d domaines)",
+	"filtering-old":               "Les listes ont %d jours : la mise à jour nocturne échoue, prévenez le support.",
+	"dhcp":                        "Adresses (DHCP)",
+	"dhcp-none":                   "Aucune zone servie.",
+	"dhcp-zone":                   "%s : %d/%d",
+	"dhcp-full-advice":            "La zone %s manque d'adresses : agrandissez la plage ou raccourcissez les baux.",
+	"time":                        "Heure",
+	"time-ok":                     "%s, synchronisée sur %s (écart %s)",
+	"time-not-synced":             "%s, non synchronisée (%s)",
+	"time-advice":                 "Sans heure juste, les certificats échouent : vérifiez l'accès aux serveurs de temps.",
+	"config":                      "Configuration",
+	"config-none":                 "Aucune configuration appliquée : la box ne route pas.",
+	"config-none-advice":          "Envoyez une configuration valide à la box (support de l'académie).",
+	"config-ok":                   "Génération %d appliquée le %s (%s), confirmée",
+	"config-pending":              "Génération %d appliquée le %s (%s), en attente de confirmation",
+	"config-rejected":             "La dernière configuration a été refusée : %s",
+	"source-start":                "au démarrage",
+	"source-sighup":               "rechargée",
+	"firmware":                    "Micrologiciel",
+	"firmware-text":               "Version %s",
+	"advice-default":              "Si cela dure, notez le code et appelez le support de l'académie.",
+	"advice-interface-missing":    "Une carte réseau manque : vérifiez le câble et le branchement.",
+	"advice-uplink-down":          "Vérifiez le câble et le routeur de l'opérateur.",
+	"advice-uplink-backup-in-use": "Le lien principal est en panne : vérifiez-le.",
+	"advice-dhcp-pool-full":       "Agrandissez la plage d'adresses de la zone ou raccourcissez les baux.",
+	"advice-dhcp-starvation":      "Un appareil de la zone réclame des adresses en masse : cherchez-le et débranchez-le.",
+	"advice-dhcp-leases-unsaved":  "La mémoire /perm a un problème : redémarrez la box ; si cela revient, remplacez la carte mémoire.",
+	"advice-config-not-applied":   "Envoyez une configuration valide à la box.",
+	"advice-dns-lists-missing":    "Les listes de filtrage manquent : elles se téléchargent la nuit ; sinon appelez le support.",
+	"advice-time-not-synced":      "Vérifiez l'accès aux serveurs de temps (pare-feu de l'académie).",
+	"advice-tunnel-down":          "Vérifiez internet, puis appelez le support de l'académie.",
+	"why-lists":                   " (listes du %s)",
+	"why-invalid":                 "%q n'est pas un nom de domaine valide : %s",
+	"why-unknown-zone":            "Aucune zone filtrée ne s'appelle %q.",
+	"why-deny":                    "%s est bloqué dans la zone %s par la liste noire du profil %s.",
+	"why-bypass":                  "%s est bloqué dans la zone %s : contournement du filtre (DNS chiffré ou relais).",
+	"why-fail-closed":             "%s est bloqué dans la zone %s : les listes ne sont pas chargées et le profil %s bloque tout par sécurité.",
+	"why-category":                "%s est bloqué dans la zone %s : catégorie %s (UT1) du profil %s",
+	"why-safesearch":              "%s est redirigé vers la recherche sécurisée dans la zone %s (profil %s).",
+	"why-unfiltered":              "%s est autorisé dans la zone %s : la zone n'est pas filtrée.",
+	"why-allow":                   "%s est autorisé dans la zone %s par la liste blanche du profil %s.",
+	"why-white":                   "%s est autorisé dans la zone %s par une catégorie autorisée du profil %s.",
+	"why-allowed":                 "%s est autorisé dans la zone %s : aucune règle du profil %s ne le bloque",
+}
+
+var textEN = map[string]string{
+	"login-limited":             "Too many attempts: wait a minute before trying again.",
+	"login-bad":                 "Wrong user name or password.",
+	"login-none":                "No technician account is configured (status_page.password_hash): nobody can log in.",
+	"diag-limited":              "Too many diagnostics: wait a few seconds.",
+	"diag-target":               "Give a name or an address.",
+	"nav-home":                  "Home",
+	"nav-uplinks":               "Links",
+	"nav-zones":                 "Zones and leases",
+	"nav-dns":                   "Filtering",
+	"nav-services":              "Services",
+	"nav-boot":                  "Boot",
+	"nav-log":                   "Log",
+	"nav-diag":                  "Diagnostics",
+	"logout":                    "Log out",
+	"login":                     "Log in",
+	"user":                      "User name",
+	"password":                  "Password",
+	"submit-login":              "Log in",
+	"title":                     "Gateway status",
+	"warnings":                  "Active warnings",
+	"no-warnings":               "No warning.",
+	"what-to-do":                "What to do",
+	"changes":                   "Latest changes",
+	"fingerprint":               "Certificate fingerprint (SHA-256)",
+	"run":                       "Run",
+	"kind":                      "Diagnostic",
+	"kind-dns":                  "DNS lookup (with the filter's explanation)",
+	"kind-http":                 "HTTP check from the box",
+	"target":                    "Name or address",
+	"zone":                      "Zone",
+	"blocked-title":             "Site blocked",
+	"blocked-text":              "This site is blocked by the school's filter.",
+	"blocked-category":          "Category",
+	"blocked-help":              "If you think this is a mistake, tell a teacher or the school's IT contact.",
+	"not-blocked":               "Nothing to show here.",
+	"skip":                      "Skip to content",
+	"log-volatile":              "Persistent log disabled (no /perm).",
+	"internet":                  "Internet",
+	"internet-ok":               "OK via %s, %s",
+	"internet-none":             "No internet link configured.",
+	"internet-none-advice":      "Add an uplink to the configuration.",
+	"internet-down":             "No internet: no link answers.",
+	"internet-down-advice":      "Check the cables and the lights of the ISP's router, then call the academy's support.",
+	"internet-degraded":         "Link %s loses packets (%d %%): tell the support if it lasts.",
+	"backup":                    "Backup link",
+	"backup-none":               "No backup link configured.",
+	"backup-in-use":             "%s in use (the main link does not answer)",
+	"backup-in-use-advice":      "The main link %s is down: check it; the backup carries the traffic meanwhile.",
+	"backup-ready":              "%s ready",
+	"backup-unknown":            "%s being checked",
+	"backup-down":               "%s unavailable (%s)",
+	"backup-down-advice":        "The backup would not take over: check its 4G router or cable.",
+	"tunnel":                    "Academy tunnel",
+	"tunnel-off":                "Not configured.",
+	"tunnel-up":                 "Up via %s, %s",
+	"tunnel-down":               "Down: %s",
+	"tunnel-down-advice":        "The academy's applications are unreachable: check internet, then call the academy's support.",
+	"filtering":                 "Filtering",
+	"filtering-off":             "No filtering profile.",
+	"filtering-no-lists":        "No filtering lists: pupils' zones are blocked (fail closed).",
+	"filtering-no-lists-advice": "Lists download at night; if it lasts, call the academy's support.",
+	"filtering-ok":              "Up to date: lists of %s (%d categories, %d domains)",
+	"filtering-old":             "The lists are %d days old: the nightly update fails; tell the support.",
+	"dhcp":                      "Addresses (DHCP)",
+	"dhcp-none":                 "No zone served.",
+	"dhcp-full-advice":          "Zone %s runs out of addresses: widen its range or shorten its leases.",
+	"time":                      "Time",
+	"time-ok":                   "%s, synchronised with %s (offset %s)",
+	"time-not-synced":           "%s, not synchronised (%s)",
+	"time-advice":               "Without the right time certificates fail: check access to the time servers.",
+	"config":                    "Configuration",
+	"config-none":               "No configuration applied: the box does not route.",
+	"config-none-advice":        "Send the box a valid configuration (academy's support).",
+	"config-ok":                 "Generation %d applied %s (%s), confirmed",
+	"config-pending":            "Generation %d applied %s (%s), awaiting confirmation",
+	"config-rejected":           "The last configuration was refused: %s",
+	"source-start":              "at start",
+	"source-sighup":             "reloaded",
+	"firmware":                  "Firmware",
+	"firmware-text":             "Version %s",
+	"advice-default":            "If it lasts, note the code and call the academy's support.",
+	"why-lists":                 " (lists of %s)",
+	"why-invalid":               "%q is not a valid domain name: %s",
+	"why-unknown-zone":          "No filtered zone is named %q.",
+	"why-deny":                  "%s is blocked in zone %s by the deny list of profile %s.",
+	"why-bypass":                "%s is blocked in zone %s: filter bypass (encrypted DNS or relay).",
+	"why-fail-closed":           "%s is blocked in zone %s: the lists are not loaded and profile %s fails closed.",
+	"why-category":              "%s is blocked in zone %s: category %s (UT1) of profile %s",
+	"why-safesearch":            "%s is rewritten to safe search in zone %s (profile %s).",
+	"why-unfiltered":            "%s is allowed in zone %s: the zone is not filtered.",
+	"why-allow":                 "%s is allowed in zone %s by the allow list of profile %s.",
+	"why-white":                 "%s is allowed in zone %s by an allowed category of profile %s.",
+	"why-allowed":               "%s is allowed in zone %s: no rule of profile %s blocks it",
+}
