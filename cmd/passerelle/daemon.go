@@ -54,6 +54,12 @@ type daemon struct {
 	mu              sync.Mutex // submit is serial: SIGHUP now, NOC push later
 	servicesStarted bool
 	bootReports     []bootReport
+
+	// The technician's view (statuspage.go): the running
+	// configuration's record, and what to close before /perm is
+	// unmounted.
+	applied    appliedState
+	onShutdown []func() error
 }
 
 // bootReport is one boot phase's report, kept for the status page.
@@ -101,6 +107,7 @@ func (d *daemon) submit(ctx context.Context, cfg *config.Config, source string) 
 	if sys := d.c.system.Report(); len(sys) > 0 {
 		d.bootReports = append(d.bootReports, bootReport{Phase: "system (" + source + ")", Report: sys})
 	}
+	d.noteApplied(source, err)
 	if err != nil {
 		d.log.Error("configuration not applied", "event", evConfigRejected, "source", source, "err", err)
 		return err

@@ -127,6 +127,7 @@ func (d *daemon) shutdown(s os.Signal) int {
 	if d.wd != nil {
 		plan.Before = append(plan.Before, d.wd.Disarm)
 	}
+	plan.Before = append(plan.Before, d.onShutdown...)
 	if d.pid1 {
 		plan.Unmount = []string{d.flags.permDir}
 	}

@@ -28,6 +28,10 @@ const usage = `usage:
   passerelle plan FILE                  print what the configuration sets up, applying nothing
   passerelle firewall show              print the live nftables table, with its counters
   passerelle version                    print the firmware version
+  passerelle status [--json]            the status page's first screen, from the running daemon
+  passerelle why NAME [--zone ZONE]     is NAME blocked, in which zone, and by what rule
+  passerelle leases [ZONE]              the live DHCP leases
+  passerelle log [-n N] [--event E]     the persistent event log (survives reboots)
 `
 
 func main() {
@@ -50,6 +54,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdPlan(args[1:], stdout, stderr)
 	case "firewall":
 		return cmdFirewall(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "why":
+		return cmdWhy(args[1:], stdout, stderr)
+	case "leases":
+		return cmdLeases(args[1:], stdout, stderr)
+	case "log":
+		return cmdLog(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return 0

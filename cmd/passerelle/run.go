@@ -40,6 +40,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	initf.register(fs)
 	var managef manageFlags
 	managef.register(fs)
+	var statusf statusFlags
+	statusf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -78,6 +80,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Before anything reads a file: /perm holds the config.
 		early = boot.Early(context.Background(), log.With("component", "boot"), h, initf.bootOptions())
 	}
+	// After /perm is mounted: the persistent log lives there.
+	log, ring := withEventLog(log, statusf.dir(statusf.eventLogDir, initf.permDir, "log"))
 	// Once /proc is there, before any component opens a socket: the file
 	// limit and the memory budget (limits.go, issue 12).
 	raiseFileLimit(log)
@@ -105,6 +109,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Never fatal: the box runs its configuration without the NOC's push.
 		log.Error("NOC configuration push off: its generations cannot be opened", "err", err)
 	}
+	defer startStatus(d, statusf, ring)()
 	if reaper != nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

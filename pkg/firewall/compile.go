@@ -498,8 +498,17 @@ func (c *compiler) toBox(e end) []Rule {
 			accept("NTP", Ports{Proto: "udp", Ranges: []PortRange{{123, 123}}})
 		}
 		if sp := c.cfg.StatusPage; sp.Enabled && slices.Contains(sp.Zones, z.Name) {
+			p, tls := uint16(sp.Port), uint16(sp.HTTPSPort)
+			rs := []PortRange{{p, p}, {tls, tls}}
+			if tls < p { // the kernel's set reads back in order
+				rs[0], rs[1] = rs[1], rs[0]
+			}
+			accept("status page", Ports{Proto: "tcp", Ranges: rs})
+		} else if sp.Enabled && c.blockPageZone(z) {
+			// The block page (issue 17): plain HTTP only; HTTPS to the
+			// box is rejected at once by the final rule.
 			p := uint16(sp.Port)
-			accept("status page", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
+			accept("block page", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
 		}
 		if t := c.cfg.Telemetry; t.MetricsPort > 0 && !guest && slices.Contains(t.MetricsZones, z.Name) {
 			p := uint16(t.MetricsPort)
@@ -678,4 +687,15 @@ func (c *compiler) dnsGuard() []Rule {
 			Exprs: []Expr{Ports{Proto: "tcp", Ranges: []PortRange{{853, 853}}}, c.counter(counterDoT), Verdict{Kind: Reset}}},
 		{Exprs: []Expr{Ports{Proto: "udp", Ranges: []PortRange{{853, 853}}}, c.counter(counterDoT), Verdict{Kind: Reject}}},
 	}
+}
+
+// blockPageZone says whether a zone's DNS profile answers blocked names
+// with the box's block page.
+func (c *compiler) blockPageZone(z *config.Zone) bool {
+	for _, p := range c.cfg.DNS.Profiles {
+		if p.Name == z.DNSProfile {
+			return p.BlockResponse == config.BlockBlockPage
+		}
+	}
+	return false
 }
