@@ -20,6 +20,18 @@ const usage = `usage:
   passerellectl docs                    print the configuration reference (docs/configuration.md)
   passerellectl lab up|down|status      run the virtual school network (Linux, root)
   passerellectl firewall compile CONFIG print the nftables table a configuration loads
+  passerellectl keygen --id NAME --out FILE
+                                        create a NOC signing key
+  passerellectl sign --key FILE [--out BUNDLE] CONFIG
+                                        sign a configuration for its box
+  passerellectl publish --key FILE --out DIR CONFIG...
+                                        signed bundles for the boxes' pull mode
+  passerellectl push --key FILE (--box URL CONFIG | --inventory CSV --configs DIR --url T)
+                                        push configurations, in waves, and wait for each box's verdict
+  passerellectl status (--box URL | --inventory CSV --url T)
+                                        the fleet's versions, generations and health
+  passerellectl generations list|diff|rollback --box URL
+                                        a box's kept generations
   passerellectl version                 print the version
 `
 
@@ -45,6 +57,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdFirewall(args[1:], stdout, stderr)
 	case "docs":
 		return cmdDocs(args[1:], stdout, stderr)
+	case "keygen":
+		return cmdKeygen(args[1:], stdout, stderr)
+	case "sign":
+		return cmdSign(args[1:], stdout, stderr)
+	case "publish":
+		return cmdPublish(args[1:], stdout, stderr)
+	case "push":
+		return cmdPush(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "generations":
+		return cmdGenerations(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "passerellectl %s (%s, %s %s/%s)\n", version.Version, version.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
