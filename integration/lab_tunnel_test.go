@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -8,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"tailscale.com/types/logger"
 
 	"passerelle/pkg/lab"
@@ -119,52 +123,69 @@ func (tl *tunnelLab) waitReach(t *testing.T, timeout time.Duration) {
 	})
 }
 
-// gapMeter fetches the academy service from the admin client every
-// 100 ms and measures the longest time without an answer.
+// gapMeter measures how long the academy service stays out of reach
+// after a fault: the admin client starts a request every 20 ms (each its
+// own TCP connection, 1 s timeout, without waiting for the previous one),
+// and the gap is the time from the fault to the answer of the first
+// request started after it. The fault time must be taken once the fault
+// is in effect (after the command that makes it has returned): a request
+// started while the command runs can still get through, which is how an
+// earlier version of this meter reported a 6 ms gap after a carrier loss.
 type gapMeter struct {
 	tl   *tunnelLab
 	stop chan struct{}
 	done chan struct{}
+	wg   sync.WaitGroup
 	mu   sync.Mutex
 	ok   [][2]time.Time // start and end of each answered request
 }
+
+const (
+	gapEvery   = 20 * time.Millisecond
+	gapTimeout = time.Second
+)
 
 func (tl *tunnelLab) meter() *gapMeter {
 	g := &gapMeter{tl: tl, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(g.done)
+		tick := time.NewTicker(gapEvery)
+		defer tick.Stop()
 		for {
 			select {
 			case <-g.stop:
+				g.wg.Wait()
 				return
-			default:
+			case <-tick.C:
 			}
-			start := time.Now()
-			if _, err := tl.fetch("admin", 500*time.Millisecond); err == nil {
-				g.mu.Lock()
-				g.ok = append(g.ok, [2]time.Time{start, time.Now()})
-				g.mu.Unlock()
-			}
-			if d := 100*time.Millisecond - time.Since(start); d > 0 {
-				time.Sleep(d)
-			}
+			g.wg.Go(func() {
+				start := time.Now()
+				if _, err := tl.fetch("admin", gapTimeout); err == nil {
+					g.mu.Lock()
+					g.ok = append(g.ok, [2]time.Time{start, time.Now()})
+					g.mu.Unlock()
+				}
+			})
 		}
 	}()
 	return g
 }
 
 // gapAfter is the time from fault to the answer of the first request
-// sent after it (0, false while none came back). Requests go every 100 ms
-// with a 500 ms timeout: the gap is exact to about 100 ms.
+// started after it (0, false while none came back): exact to about 20 ms.
 func (g *gapMeter) gapAfter(fault time.Time) (time.Duration, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	var first time.Time
 	for _, r := range g.ok {
-		if r[0].After(fault) {
-			return r[1].Sub(fault), true
+		if r[0].After(fault) && (first.IsZero() || r[1].Before(first)) {
+			first = r[1]
 		}
 	}
-	return 0, false
+	if first.IsZero() {
+		return 0, false
+	}
+	return first.Sub(fault), true
 }
 
 func (g *gapMeter) wait(t *testing.T, fault time.Time, timeout time.Duration) time.Duration {
@@ -218,6 +239,10 @@ func TestTunnelAcademy(t *testing.T) {
 		t.Errorf("the tunnel rides %q, want renater", up.str("via"))
 	}
 
+	t.Run("UplinksShowOnlyTailscaledPort", func(t *testing.T) {
+		tl.scanUplinks(t)
+	})
+
 	t.Run("AdminReachesDatacenterWithItsOwnAddress", func(t *testing.T) {
 		tl.waitReach(t, 20*time.Second)
 		body, err := tl.fetch("admin", 2*time.Second)
@@ -264,17 +289,50 @@ func TestTunnelAcademy(t *testing.T) {
 		defer g.close()
 		time.Sleep(500 * time.Millisecond)
 		mark := tl.mark()
-		fault := time.Now()
 		carrier(t, tl.firmware, "renater", false)
+		fault := time.Now() // the box's wan0 has lost its carrier
 		gap := g.wait(t, fault, 60*time.Second)
-		t.Logf("Renater carrier lost: the academy service answered again after a gap of %s", gap.Round(time.Millisecond))
+		sw := tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
+		t.Logf("Renater carrier lost: tunnel moved to the backup %s after the fault; the academy service answered again after a gap of %s",
+			sw.Sub(fault).Round(time.Millisecond), gap.Round(time.Millisecond))
 		fmt.Printf("tunnel: Renater carrier loss → gap %s\n", gap.Round(time.Millisecond))
-		tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
 
 		mark = tl.mark()
 		carrier(t, tl.firmware, "renater", true)
 		tl.waitEventAfter(t, mark, 30*time.Second, "tunnel-uplink", map[string]string{"via": "renater"})
 		tl.waitReach(t, 30*time.Second)
+	})
+
+	t.Run("RenaterBlackholeFallsBackToBackup", func(t *testing.T) {
+		tl.waitReach(t, 30*time.Second)
+		g := tl.meter()
+		defer g.close()
+		time.Sleep(500 * time.Millisecond)
+		mark := tl.mark()
+		undo := blackhole(t, tl.firmware, "renater")
+		fault := time.Now() // Renater's ISP drops everything it forwards
+		gap := g.wait(t, fault, 60*time.Second)
+		sw := tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
+		t.Logf("Renater blackholed: tunnel moved to the backup %s after the fault; the academy service answered again after a gap of %s",
+			sw.Sub(fault).Round(time.Millisecond), gap.Round(time.Millisecond))
+		fmt.Printf("tunnel: Renater blackhole → gap %s\n", gap.Round(time.Millisecond))
+
+		mark = tl.mark()
+		undo()
+		healed := time.Now()
+		back := tl.waitEventAfter(t, mark, 30*time.Second, "tunnel-uplink", map[string]string{"via": "renater"})
+		tl.waitReach(t, 30*time.Second)
+		t.Logf("Renater back: the tunnel returned to it %s after the blackhole ended", back.Sub(healed).Round(time.Millisecond))
+		// The tunnel's packets leave through Renater again.
+		before := ifBytes(t, tl.isp("renater"), "box")
+		for range 20 {
+			if _, err := tl.fetch("admin", 2*time.Second); err != nil {
+				t.Fatalf("after Renater's return: %v", err)
+			}
+		}
+		if after := ifBytes(t, tl.isp("renater"), "box"); after-before < 20*500 {
+			t.Errorf("20 requests through the tunnel moved %d bytes into Renater's ISP: the tunnel does not ride Renater", after-before)
+		}
 	})
 
 	t.Run("DirectUDPBlockedGoesRelayed", func(t *testing.T) {
@@ -293,4 +351,380 @@ func TestTunnelAcademy(t *testing.T) {
 			t.Fatalf("relayed: %v", err)
 		}
 	})
+}
+
+// A port scanner for the lab: non-blocking sockets opened inside a
+// namespace, from many source addresses so that per-source limits (the
+// firewall's SYN meter, the kernel's per-peer ICMP rate limit) never hide
+// an answer.
+
+// probeResult is what a probe got back.
+type probeResult int
+
+const (
+	probeSilent   probeResult = iota // nothing within the timeout
+	probeAnswered                    // TCP: SYN-ACK (open); UDP: a datagram back
+	probeRefused                     // TCP: RST; UDP: ICMP port unreachable (or another ICMP error)
+)
+
+func (r probeResult) String() string {
+	return [...]string{"silent", "answered", "refused"}[r]
+}
+
+// scanSpec is one scan: ports of dst, probed from the addresses of srcs
+// (each source sends at most one probe per every), each probe given
+// timeout to be answered. An invalid srcs lets the kernel pick the source.
+type scanSpec struct {
+	ns      string
+	proto   string // "tcp" or "udp"
+	srcs    netip.Prefix
+	dst     netip.Addr
+	ports   []uint16
+	every   time.Duration
+	timeout time.Duration
+	payload func(port uint16) []byte // UDP only
+}
+
+type probe struct {
+	fd   int
+	port uint16
+	at   time.Time
+}
+
+// scan runs a scan and returns the result of every port. It runs on one
+// thread inside the namespace: the sockets are created there, and
+// non-blocking connects need no goroutine each.
+func scan(s scanSpec) (map[uint16]probeResult, error) {
+	res := make(map[uint16]probeResult, len(s.ports))
+	nsrc := 1
+	var base netip.Addr
+	if s.srcs.IsValid() {
+		nsrc = 1<<(32-s.srcs.Bits()) - 2
+		base = s.srcs.Masked().Addr()
+	}
+	var pending []probe
+	reap := func(all bool) {
+		now := time.Now()
+		i := 0
+		for ; i < len(pending); i++ {
+			p := pending[i]
+			if !all && now.Sub(p.at) < s.timeout {
+				break
+			}
+			res[p.port] = s.outcome(p.fd)
+			unix.Close(p.fd)
+		}
+		pending = pending[i:]
+	}
+	err := lab.RunInNamespace(s.ns, func() error {
+		start := time.Now()
+		for i, port := range s.ports {
+			if i%nsrc == 0 && i > 0 {
+				// A new round: every source has sent one probe.
+				next := start.Add(time.Duration(i/nsrc) * s.every)
+				for time.Now().Before(next) {
+					reap(false)
+					time.Sleep(time.Millisecond)
+				}
+			}
+			typ := unix.SOCK_STREAM
+			if s.proto == "udp" {
+				typ = unix.SOCK_DGRAM
+			}
+			fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			pending = append(pending, probe{fd: fd, port: port, at: time.Now()})
+			if s.srcs.IsValid() {
+				src := base
+				for range 1 + i%nsrc {
+					src = src.Next()
+				}
+				if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src.As4()}); err != nil {
+					return fmt.Errorf("bind %s: %w", src, err)
+				}
+			}
+			sa := &unix.SockaddrInet4{Port: int(port), Addr: s.dst.As4()}
+			if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+				return fmt.Errorf("connect %s:%d: %w", s.dst, port, err)
+			}
+			if s.proto == "udp" {
+				if _, err := unix.Write(fd, s.payload(port)); err != nil {
+					return fmt.Errorf("send to %s:%d: %w", s.dst, port, err)
+				}
+			}
+			reap(false)
+		}
+		time.Sleep(s.timeout)
+		reap(true)
+		return nil
+	})
+	for _, p := range pending {
+		unix.Close(p.fd)
+	}
+	return res, err
+}
+
+// outcome reads a probe's socket after its timeout.
+func (s scanSpec) outcome(fd int) probeResult {
+	if s.proto == "udp" {
+		buf := make([]byte, 1500)
+		n, _, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		switch {
+		case err == nil && n >= 0:
+			return probeAnswered
+		case errors.Is(err, unix.EAGAIN):
+			return probeSilent
+		default: // ECONNREFUSED: ICMP port unreachable; others: ICMP errors
+			return probeRefused
+		}
+	}
+	if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
+		return probeRefused // RST (ECONNREFUSED) or an ICMP error
+	}
+	if _, err := unix.Getpeername(fd); err == nil {
+		return probeAnswered
+	}
+	return probeSilent
+}
+
+// udpPayload is a plausible first datagram for the usual services (a DNS
+// query, an NTP request), garbage for the others.
+func udpPayload(port uint16) []byte {
+	switch port {
+	case 53, 5353, 5355:
+		return []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'w', 'w', 'w', 0, 0, 1, 0, 1}
+	case 123:
+		b := make([]byte, 48)
+		b[0] = 0x23 // NTPv4 client
+		return b
+	}
+	return []byte("passerelle port scan\n")
+}
+
+// usualUDPPorts are the UDP services a scanner tries first.
+var usualUDPPorts = []uint16{7, 9, 19, 53, 67, 68, 69, 111, 123, 137, 138, 161, 162, 500, 514, 520, 623, 1194,
+	1701, 1900, 3478, 4500, 5060, 5353, 5355, 11211, 51820}
+
+// scanObserver is an nftables table in the box namespace that records the
+// destination ports of probes from a source prefix twice: at the input
+// hook before the firmware's filter (pre: the probe reached the box, past
+// the reverse-path check) and after it (post: the firewall accepted it).
+// A base chain's drop is final, an accept lets the packet on to the next
+// base chain of the hook: post holds exactly what the firewall let in.
+type scanObserver struct {
+	t  *testing.T
+	ns string
+}
+
+func observeScan(t *testing.T, ns string, srcs netip.Prefix) *scanObserver {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("add table inet scanobs\n")
+	for _, set := range []string{"tcp_pre", "tcp_post", "udp_pre", "udp_post"} {
+		fmt.Fprintf(&b, "add set inet scanobs %s { type inet_service; size 65536; flags dynamic; }\n", set)
+	}
+	for _, c := range []struct {
+		name string
+		prio int
+	}{{"pre", -1000}, {"post", 1000}} {
+		fmt.Fprintf(&b, "add chain inet scanobs %s { type filter hook input priority %d; policy accept; }\n", c.name, c.prio)
+		fmt.Fprintf(&b, "add rule inet scanobs %s ip saddr %s tcp flags syn add @tcp_%s { tcp dport }\n", c.name, srcs, c.name)
+		fmt.Fprintf(&b, "add rule inet scanobs %s ip saddr %s meta l4proto udp add @udp_%s { udp dport }\n", c.name, srcs, c.name)
+	}
+	nsRun(t, ns, "nft", b.String())
+	o := &scanObserver{t: t, ns: ns}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "exec", ns, "nft", "delete table inet scanobs").Run() })
+	return o
+}
+
+// ports returns the ports recorded in one of the sets.
+func (o *scanObserver) ports(set string) map[uint16]bool {
+	o.t.Helper()
+	out := nsRun(o.t, o.ns, "nft", "-j", "list", "set", "inet", "scanobs", set)
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		o.t.Fatalf("nft -j list set %s: %v", set, err)
+	}
+	ports := map[uint16]bool{}
+	for _, obj := range doc.Nftables {
+		raw, ok := obj["set"]
+		if !ok {
+			continue
+		}
+		var s struct {
+			Elem []json.RawMessage `json:"elem"`
+		}
+		if err := json.Unmarshal(raw, &s); err != nil {
+			o.t.Fatal(err)
+		}
+		for _, e := range s.Elem {
+			var n uint16
+			if json.Unmarshal(e, &n) != nil {
+				var w struct {
+					Elem struct {
+						Val uint16 `json:"val"`
+					} `json:"elem"`
+				}
+				if err := json.Unmarshal(e, &w); err != nil {
+					o.t.Fatalf("set %s: element %s", set, e)
+				}
+				n = w.Elem.Val
+			}
+			ports[n] = true
+		}
+	}
+	return ports
+}
+
+// nftCounter reads a named counter's packets in the firmware's table.
+func nftCounter(t *testing.T, ns, name string) uint64 {
+	t.Helper()
+	out := nsRun(t, ns, "nft", "list", "counter", "inet", "passerelle", name)
+	f := strings.Fields(out[strings.Index(out, "packets"):])
+	n, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		t.Fatalf("counter %s: %q", name, out)
+	}
+	return n
+}
+
+// ifBytes is the bytes an interface of a namespace has received.
+func ifBytes(t *testing.T, ns, link string) uint64 {
+	t.Helper()
+	out := strings.TrimSpace(nsRun(t, ns, "cat", "/sys/class/net/"+link+"/statistics/rx_bytes"))
+	n, err := strconv.ParseUint(out, 10, 64)
+	if err != nil {
+		t.Fatalf("rx_bytes of %s: %q", link, out)
+	}
+	return n
+}
+
+// scanUplinks scans each uplink address of the box from its ISP: every
+// TCP port, and the usual UDP ports plus tailscaled's.
+//
+// The criterion. The firewall drops what it refuses without a word, and
+// tailscaled ignores datagrams that are not WireGuard or disco from a
+// known peer: seen from outside, tailscaled's open port and a filtered one
+// are both silent. So the verdict is read where it is made, with an
+// observer table in the box (scanObserver): a probe recorded before the
+// firmware's input filter reached the box; one recorded after it was
+// accepted. The test requires that every probe reached the box (else the
+// scan proves nothing about the missing ones), that the firewall accepted
+// udp/41641 and nothing else, and, from outside, that no probe got any
+// answer at all: no SYN-ACK, no RST, no datagram, no ICMP unreachable.
+// For udp/41641 the absence of an ICMP port unreachable after the firewall
+// let the probe in is what shows a socket (tailscaled's) received it.
+//
+// Probes come from a /22 of source addresses, each source sending at most
+// one probe per 60 ms: under the firewall's per-source SYN budget (20/s),
+// which would otherwise drop probes before the port is looked at (its
+// counter, syn-flood, must not move), and under the kernel's per-peer ICMP
+// rate limit. A probe gets 250 ms (TCP) or 500 ms (UDP) to be answered: the
+// lab's round trip is under a millisecond. The scanner is checked first on
+// the lab's internet server, which has no firewall: an open port, a closed
+// port and an ICMP unreachable must all be seen.
+func (tl *tunnelLab) scanUplinks(t *testing.T) {
+	t.Helper()
+	ctl := func(proto string, ports []uint16, want []probeResult) {
+		t.Helper()
+		res, err := scan(scanSpec{ns: tl.isp("renater"), proto: proto, dst: tl.lab.InternetServer(), ports: ports,
+			every: time.Millisecond, timeout: 300 * time.Millisecond, payload: udpPayload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range ports {
+			if res[p] != want[i] {
+				t.Fatalf("scanner check: %s/%d of the internet server is %s, want %s", proto, p, res[p], want[i])
+			}
+		}
+	}
+	ctl("tcp", []uint16{80, 1}, []probeResult{probeAnswered, probeRefused})
+	ctl("udp", []uint16{lab.EchoPort, 9}, []probeResult{probeAnswered, probeRefused})
+
+	box := tl.lab.Namespace(lab.RoleBox)
+	srcs := netip.MustParsePrefix("198.18.0.0/22")
+	obs := observeScan(t, box, srcs)
+	var allTCP []uint16
+	for p := 1; p <= 65535; p++ {
+		allTCP = append(allTCP, uint16(p))
+	}
+	udpPorts := append(slices.Clone(usualUDPPorts), uint16(tunnelPort))
+	for _, u := range []struct {
+		uplink string
+		addr   netip.Addr
+	}{{"renater", netip.MustParseAddr(renaterIP)}, {"backup", netip.MustParseAddr(backupIP)}} {
+		isp := tl.isp(u.uplink)
+		nsRun(t, isp, "ip", "addr", "add", srcs.String(), "dev", "lo")
+		synFlood := nftCounter(t, box, "syn-flood")
+		start := time.Now()
+		tcp, err := scan(scanSpec{ns: isp, proto: "tcp", srcs: srcs, dst: u.addr, ports: allTCP,
+			every: 60 * time.Millisecond, timeout: 250 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp, err := scan(scanSpec{ns: isp, proto: "udp", srcs: srcs, dst: u.addr, ports: udpPorts,
+			every: time.Millisecond, timeout: 500 * time.Millisecond, payload: udpPayload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		nsRun(t, isp, "ip", "addr", "del", srcs.String(), "dev", "lo")
+
+		tcpPre, tcpPost, udpPre, udpPost := obs.ports("tcp_pre"), obs.ports("tcp_post"), obs.ports("udp_pre"), obs.ports("udp_post")
+		t.Logf("%s (%s): %d TCP and %d UDP ports scanned in %s; reached the box: %d TCP, %d UDP; accepted: TCP %v, UDP %v",
+			u.uplink, u.addr, len(allTCP), len(udpPorts), took.Round(time.Millisecond), len(tcpPre), len(udpPre), sorted(tcpPost), sorted(udpPost))
+		if len(tcpPre) != len(allTCP) {
+			t.Errorf("%s: only %d of %d TCP probes reached the box's input", u.uplink, len(tcpPre), len(allTCP))
+		}
+		if len(tcpPost) != 0 {
+			t.Errorf("%s: the firewall accepted TCP ports %v", u.uplink, sorted(tcpPost))
+		}
+		if d := nftCounter(t, box, "syn-flood") - synFlood; d != 0 {
+			t.Errorf("%s: the SYN budget dropped %d probes: the scan was too fast to judge the ports", u.uplink, d)
+		}
+		for _, p := range udpPorts {
+			if !udpPre[p] {
+				t.Errorf("%s: the UDP probe of port %d did not reach the box", u.uplink, p)
+			}
+		}
+		if len(udpPost) != 1 || !udpPost[tunnelPort] {
+			t.Errorf("%s: the firewall accepted UDP ports %v, want only %d (tailscaled)", u.uplink, sorted(udpPost), tunnelPort)
+		}
+		for proto, res := range map[string]map[uint16]probeResult{"tcp": tcp, "udp": udp} {
+			var answered []string
+			for p, r := range res {
+				if r != probeSilent {
+					answered = append(answered, fmt.Sprintf("%s/%d %s", proto, p, r))
+				}
+			}
+			if len(answered) > 0 {
+				slices.Sort(answered)
+				t.Errorf("%s: probes answered from outside: %v", u.uplink, answered)
+			}
+		}
+		obs.flush()
+	}
+}
+
+// tunnelPort is tailscaled's WireGuard port (tunnel.Port).
+const tunnelPort = 41641
+
+func sorted(m map[uint16]bool) []uint16 {
+	var out []uint16
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (o *scanObserver) flush() {
+	o.t.Helper()
+	for _, set := range []string{"tcp_pre", "tcp_post", "udp_pre", "udp_post"} {
+		nsRun(o.t, o.ns, "nft", "flush", "set", "inet", "scanobs", set)
+	}
 }
