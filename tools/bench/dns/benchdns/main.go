@@ -7,6 +7,7 @@
 //	benchdns auth  -listen 127.0.0.1:5310
 //	benchdns serve -config FILE -listen 127.0.0.1 -port 5301
 //	benchdns wait  -server 127.0.0.1:5301 -name NAME -rcode NXDOMAIN
+//	benchdns flood -names 4800 -answer 60000 -after 60s (memory under large answers, flood.go)
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -39,7 +41,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchdns gen|auth|serve|wait [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchdns gen|auth|serve|wait|flood [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -52,6 +54,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "wait":
 		err = wait(os.Args[2:])
+	case "flood":
+		err = flood(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -229,6 +233,7 @@ func serve(args []string) error {
 	cfgPath := fs.String("config", "", "config file")
 	listen := fs.String("listen", "127.0.0.1", "address of the first zone's listener")
 	port := fs.Int("port", 5301, "port")
+	memLimit := fs.Int64("memory-limit", 0, "soft memory limit in bytes, as the daemon sets it (0: none)")
 	upstream := fs.String("upstream", "", "replace the config's upstreams with this address:port (a loopback upstream is refused in configs)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Parse(args)
@@ -239,6 +244,9 @@ func serve(args []string) error {
 		}
 		pprof.StartCPUProfile(pf)
 		defer pprof.StopCPUProfile()
+	}
+	if *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit)
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
