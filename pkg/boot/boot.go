@@ -30,6 +30,9 @@ const (
 	WarnPermReformatted = "perm-reformatted"
 	WarnPermVolatile    = "perm-unavailable"
 	WarnModules         = "kernel-modules"
+	WarnPermInitialised = "perm-initialised"
+	WarnNoNFTables      = "nftables-unavailable"
+	WarnInterfaceNames  = "interface-naming"
 )
 
 // Step is the outcome of one boot step.

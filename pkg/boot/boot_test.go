@@ -69,14 +69,19 @@ func TestMountsHaveRestrictiveFlags(t *testing.T) {
 	}
 }
 
-
 // fakePerm plays a disk whose operations fail as told, and records calls.
 type fakePerm struct {
 	resolveErr              error
 	mountErrs               []error // one per mount call, then nil
 	fsckErr, mkfsErr, tmpfs error
+	isBlank                 bool
 	calls                   []string
 	released                bool
+}
+
+func (f *fakePerm) blank(string) bool {
+	f.calls = append(f.calls, "blank")
+	return f.isBlank
 }
 
 func (f *fakePerm) resolve(context.Context) (string, func(), error) {
@@ -123,11 +128,13 @@ func TestPermRecoverySequence(t *testing.T) {
 		sev     health.Severity
 		err     bool
 	}{
-		{"intact", fakePerm{}, PermMounted, "resolve mount", "", 0, false},
-		{"repaired", fakePerm{mountErrs: []error{bad}}, PermRepaired, "resolve mount fsck mount", WarnPermRepaired, health.Warn, false},
-		{"fsck fails: reformatted", fakePerm{mountErrs: []error{bad}, fsckErr: bad}, PermReformatted, "resolve mount fsck mkfs mount", WarnPermReformatted, health.Critical, false},
-		{"fsck passes, still no mount: reformatted", fakePerm{mountErrs: []error{bad, bad}}, PermReformatted, "resolve mount fsck mount mkfs mount", WarnPermReformatted, health.Critical, false},
-		{"nothing works: tmpfs", fakePerm{mountErrs: []error{bad, bad}, fsckErr: bad, mkfsErr: bad}, PermVolatile, "resolve mount fsck mkfs tmpfs", WarnPermVolatile, health.Critical, true},
+		{"intact", fakePerm{}, PermMounted, "resolve blank mount", "", 0, false},
+		{"repaired", fakePerm{mountErrs: []error{bad}}, PermRepaired, "resolve blank mount fsck mount", WarnPermRepaired, health.Warn, false},
+		{"fsck fails: reformatted", fakePerm{mountErrs: []error{bad}, fsckErr: bad}, PermReformatted, "resolve blank mount fsck mkfs mount", WarnPermReformatted, health.Critical, false},
+		{"fsck passes, still no mount: reformatted", fakePerm{mountErrs: []error{bad, bad}}, PermReformatted, "resolve blank mount fsck mount mkfs mount", WarnPermReformatted, health.Critical, false},
+		{"nothing works: tmpfs", fakePerm{mountErrs: []error{bad, bad}, fsckErr: bad, mkfsErr: bad}, PermVolatile, "resolve blank mount fsck mkfs tmpfs", WarnPermVolatile, health.Critical, true},
+		{"blank disk: first boot, formatted, only an info", fakePerm{isBlank: true}, PermInitialised, "resolve blank mkfs mount", WarnPermInitialised, health.Info, false},
+		{"blank disk that cannot be formatted: tmpfs", fakePerm{isBlank: true, mkfsErr: bad}, PermVolatile, "resolve blank mkfs tmpfs", WarnPermVolatile, health.Critical, true},
 		{"no partition: tmpfs", fakePerm{resolveErr: bad}, PermVolatile, "resolve tmpfs", WarnPermVolatile, health.Critical, true},
 	}
 	for _, tt := range tests {

@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"passerelle/board"
 	"passerelle/pkg/health"
 )
 
@@ -25,6 +28,9 @@ type SystemSetup struct {
 	Modules []string
 	// ModulesDir is where modules.dep is; default /lib/modules/<release>.
 	ModulesDir string
+	// Interfaces are the board's ports, named after the modules load
+	// (a port whose driver the early boot did not load).
+	Interfaces []board.Interface
 }
 
 // Configure sets the host name, brings lo up, loads the kernel modules and
@@ -46,6 +52,26 @@ func Configure(ctx context.Context, log *slog.Logger, w *health.Registry, sys Sy
 		}
 		return note, err
 	}))
+	if len(sys.Interfaces) > 0 {
+		rep = append(rep, runStep(ctx, log, "ifnames", opts.StepTimeout, func(context.Context) (string, error) {
+			note, err := NameInterfaces(log, sys.Interfaces)
+			if err != nil {
+				w.Raise("boot", WarnInterfaceNames, health.Warn, "Some network ports could not be given their names: "+err.Error())
+			}
+			return note, err
+		}))
+	}
+	if slices.Contains(sys.Modules, "nf_tables") {
+		rep = append(rep, runStep(ctx, log, StepNFTables, opts.StepTimeout, func(context.Context) (string, error) {
+			err := checkNFTables()
+			if err != nil {
+				w.Raise("boot", WarnNoNFTables, health.Critical, "The kernel has no nf_tables: the firewall cannot be applied. "+err.Error())
+			} else {
+				w.Clear(WarnNoNFTables)
+			}
+			return "available", err
+		}))
+	}
 	rep = append(rep, runStep(ctx, log, "sysctl", opts.StepTimeout, func(context.Context) (string, error) {
 		return applySysctls(log, Sysctls(memTotal()))
 	}))
@@ -71,6 +97,29 @@ func loopbackUp() error {
 	return nil
 }
 
+// StepNFTables is the step that checks the kernel answers nf_tables
+// requests once the modules are loaded.
+const StepNFTables = "nftables"
+
+// checkNFTables asks the kernel for its nftables tables. Without
+// nf_tables (module absent or failed to load) the kernel answers a bare
+// EINVAL to every request, which is all the firewall would report: say
+// what it means.
+func checkNFTables() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nf_tables: %w", err)
+	}
+	defer c.CloseLasting()
+	if _, err := c.ListTables(); err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPROTONOSUPPORT) {
+			return fmt.Errorf("the kernel does not know nf_tables (%w): module nf_tables missing from the image or not loaded, see the modules step", err)
+		}
+		return fmt.Errorf("nf_tables: %w", err)
+	}
+	return nil
+}
+
 func loadModules(log *slog.Logger, sys SystemSetup) (string, error) {
 	if len(sys.Modules) == 0 {
 		return "none listed", nil
@@ -83,21 +132,7 @@ func loadModules(log *slog.Logger, sys SystemSetup) (string, error) {
 		}
 		dir = filepath.Join("/lib/modules", unix.ByteSliceToString(u.Release[:]))
 	}
-	dep, err := os.Open(filepath.Join(dir, "modules.dep"))
-	if err != nil {
-		return "", fmt.Errorf("modules: %w", err)
-	}
-	defer dep.Close()
-	builtin, err := os.Open(filepath.Join(dir, "modules.builtin"))
-	if err == nil {
-		defer builtin.Close()
-	}
-	var ix *ModuleIndex
-	if builtin != nil {
-		ix, err = ParseModules(dep, builtin)
-	} else {
-		ix, err = ParseModules(dep, nil)
-	}
+	ix, err := ReadModuleIndex(dir)
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"passerelle/board"
 	"passerelle/pkg/health"
 
 	"golang.org/x/sys/unix"
@@ -31,6 +32,14 @@ type Options struct {
 	// FsckPath and MkfsPath name the ext4 tools; default e2fsck and
 	// mkfs.ext4 found in PATH.
 	FsckPath, MkfsPath string
+	// PermWait bounds the wait for the partition to appear; default the
+	// board's perm_wait, else 10 s.
+	PermWait time.Duration
+	// Board is the board of the image; default the name in
+	// ImageBoardFile, if the image has one. The early boot loads its
+	// modules and names its interfaces before /perm: the config, which
+	// names the board too, is on /perm.
+	Board string
 }
 
 func (o *Options) defaults() {
@@ -49,14 +58,25 @@ func (o *Options) defaults() {
 	if o.MkfsPath == "" {
 		o.MkfsPath = "mkfs.ext4"
 	}
+	if o.PermWait <= 0 {
+		o.PermWait = 10 * time.Second
+	}
 }
 
 // defaultPath is the PATH a PID 1 gets when the kernel passes none, so
 // the filesystem tools can be found.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// ImageBoardFile names the board an image was built for (tools/mkimage
+// writes it): the early boot needs the board before the config is
+// readable.
+const ImageBoardFile = "/etc/passerelle/board"
+
 // Early runs the boot steps that need no configuration: the kernel
-// filesystems, then /perm. Only PID 1 may call it.
+// filesystems; then, when the image names its board, the board's kernel
+// modules (storage and ext4 first: on a distribution kernel they are
+// modules, and /perm is on that storage), the interface names and the
+// power key; then /perm. Only PID 1 may call it.
 func Early(ctx context.Context, log *slog.Logger, w *health.Registry, opts Options) Report {
 	opts.defaults()
 	if os.Getenv("PATH") == "" {
@@ -66,11 +86,63 @@ func Early(ctx context.Context, log *slog.Logger, w *health.Registry, opts Optio
 	rep = append(rep, runStep(ctx, log, "mounts", opts.StepTimeout, func(context.Context) (string, error) {
 		return mountAll(log, Mounts())
 	}))
-	rep = append(rep, runStep(ctx, log, "perm", opts.RepairTimeout, func(ctx context.Context) (string, error) {
+	b := imageBoard(log, opts.Board)
+	if b != nil {
+		if b.PermWait > 0 && opts.PermWait == 10*time.Second {
+			opts.PermWait = b.PermWait
+		}
+		rep = append(rep, runStep(ctx, log, "modules", opts.StepTimeout, func(context.Context) (string, error) {
+			note, err := loadModules(log, SystemSetup{Modules: b.AllModules()})
+			if err != nil {
+				w.Raise("boot", WarnModules, health.Warn, "Some kernel modules of the board could not be loaded: "+err.Error())
+			}
+			return note, err
+		}))
+		rep = append(rep, runStep(ctx, log, "ifnames", opts.StepTimeout, func(context.Context) (string, error) {
+			note, err := NameInterfaces(log, b.Interfaces)
+			if err != nil {
+				w.Raise("boot", WarnInterfaceNames, health.Warn, "Some network ports could not be given their names: "+err.Error())
+			}
+			return note, err
+		}))
+		rep = append(rep, runStep(ctx, log, "powerkey", opts.StepTimeout, func(context.Context) (string, error) {
+			return WatchPowerKey(log)
+		}))
+	}
+	rep = append(rep, runStep(ctx, log, "perm", opts.RepairTimeout+opts.PermWait, func(ctx context.Context) (string, error) {
 		out, err := MountPerm(ctx, log, w, opts)
-		return out.String(), err
+		note := out.String()
+		if out != PermVolatile {
+			n, cerr := countBoot(opts.PermDir)
+			if cerr != nil {
+				log.Warn("boot count not kept", "err", cerr)
+			}
+			note = fmt.Sprintf("%s; boot %d on it", note, n)
+			log.Info("persistent partition ready", "event", EvPermReady, "outcome", out.Key(), "boots", n)
+		} else {
+			log.Info("persistent partition ready", "event", EvPermReady, "outcome", out.Key(), "boots", 0)
+		}
+		return note, err
 	}))
 	return rep
+}
+
+// imageBoard returns the named board, or the one of ImageBoardFile, or
+// nil (the lab and tests run from no image).
+func imageBoard(log *slog.Logger, name string) *board.Board {
+	if name == "" {
+		data, err := os.ReadFile(ImageBoardFile)
+		if err != nil {
+			return nil
+		}
+		name = strings.TrimSpace(string(data))
+	}
+	b, err := board.Lookup(name)
+	if err != nil {
+		log.Error("image board unknown: no modules loaded before /perm", "board", name, "err", err)
+		return nil
+	}
+	return b
 }
 
 // mountAll makes the root mount private first, so nothing mounted here

@@ -22,6 +22,9 @@ const (
 	// PermVolatile: no usable partition; a tmpfs stands in and nothing
 	// written survives a reboot.
 	PermVolatile
+	// PermInitialised: the partition was blank (a new disk, a first
+	// boot): formatted and mounted. Nothing was lost.
+	PermInitialised
 )
 
 func (o PermOutcome) String() string {
@@ -34,6 +37,8 @@ func (o PermOutcome) String() string {
 		return "reformatted and mounted"
 	case PermVolatile:
 		return "unavailable; tmpfs in its place"
+	case PermInitialised:
+		return "blank; formatted and mounted (first boot)"
 	}
 	return "unknown"
 }
@@ -44,6 +49,9 @@ type permOps interface {
 	// resolve finds the device; release is called when the recovery is
 	// over (it detaches nothing that is mounted).
 	resolve(ctx context.Context) (dev string, release func(), err error)
+	// blank reports whether the device holds nothing at all (all
+	// zeros where a filesystem keeps its superblock): a new disk.
+	blank(dev string) bool
 	mount(dev, dir string) error
 	fsck(ctx context.Context, dev string) error
 	mkfs(ctx context.Context, dev string) error
@@ -60,6 +68,21 @@ func recoverPerm(ctx context.Context, log *slog.Logger, w *health.Registry, ops 
 	}
 	defer release()
 	log = log.With("device", dev, "dir", dir)
+	if ops.blank(dev) {
+		// A new disk is a first boot, not a loss: format it without
+		// trying the repairs, and say so quietly.
+		log.Info("persistent partition is blank: formatting it (first boot)")
+		err := ops.mkfs(ctx, dev)
+		if err == nil {
+			err = ops.mount(dev, dir)
+		}
+		if err != nil {
+			return volatile(log, w, ops, dir, fmt.Errorf("format the blank partition: %w", err))
+		}
+		raise(w, WarnPermInitialised, health.Info,
+			"The persistent partition was blank and has been formatted: this is the box's first boot on this storage.")
+		return PermInitialised, nil
+	}
 	merr := ops.mount(dev, dir)
 	if merr == nil {
 		return PermMounted, nil
@@ -98,3 +121,24 @@ func volatile(log *slog.Logger, w *health.Registry, ops permOps, dir string, cau
 func raise(w *health.Registry, code string, sev health.Severity, msg string) {
 	w.Raise("boot", code, sev, msg)
 }
+
+// Key is the outcome as one word, for structured events.
+func (o PermOutcome) Key() string {
+	switch o {
+	case PermMounted:
+		return "mounted"
+	case PermRepaired:
+		return "repaired"
+	case PermReformatted:
+		return "reformatted"
+	case PermVolatile:
+		return "volatile"
+	case PermInitialised:
+		return "initialised"
+	}
+	return "unknown"
+}
+
+// EvPermReady is the structured event of the /perm step: outcome (Key)
+// and boots, the number of boots on this partition, this one included.
+const EvPermReady = "perm-ready"

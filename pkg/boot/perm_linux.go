@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"passerelle/pkg/health"
 
@@ -44,12 +46,9 @@ type permSystem struct {
 }
 
 func (p *permSystem) resolve(ctx context.Context) (string, func(), error) {
-	dev := p.opts.PermDevice
-	if dev == "" {
-		var err error
-		if dev, err = findPartition("/sys/class/block", "perm"); err != nil {
-			return "", nil, err
-		}
+	dev, err := p.waitDevice(ctx)
+	if err != nil {
+		return "", nil, err
 	}
 	fi, err := os.Stat(dev)
 	if err != nil {
@@ -70,6 +69,57 @@ func (p *permSystem) resolve(ctx context.Context) (string, func(), error) {
 		return l.Path, func() { l.Close() }, nil
 	}
 	return "", nil, fmt.Errorf("%s is neither a block device nor an image file", dev)
+}
+
+// waitDevice finds the partition, waiting up to PermWait for it: USB and
+// MMC storage is probed asynchronously after its driver loads, and a
+// partition table is read after the disk appears.
+func (p *permSystem) waitDevice(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(p.opts.PermWait)
+	for waited := false; ; waited = true {
+		dev, err := p.opts.PermDevice, error(nil)
+		if dev == "" {
+			dev, err = findPartition("/sys/class/block", "perm")
+		} else if _, serr := os.Stat(dev); serr != nil {
+			err = serr
+		}
+		if err == nil {
+			if waited {
+				p.log.Info("persistent partition appeared", "device", dev, "waited", time.Since(deadline.Add(-p.opts.PermWait)).Round(time.Millisecond))
+			}
+			return dev, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%w (waited %s)", err, p.opts.PermWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// blank reads the first 64 KiB, where ext2/3/4, FAT, XFS, btrfs and
+// swap keep their signatures: all zeros is a disk nothing was ever
+// written to.
+func (p *permSystem) blank(dev string) bool {
+	f, err := os.Open(dev)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && n == 0 {
+		return false
+	}
+	for _, b := range buf[:n] {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *permSystem) mount(dev, dir string) error {

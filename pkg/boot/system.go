@@ -17,8 +17,9 @@ import (
 // component: the host name and the board's kernel modules. Sysctls and lo
 // follow from the board alone and are set on every apply.
 type SystemPlan struct {
-	Hostname string
-	Modules  []string
+	Hostname   string
+	Modules    []string
+	Interfaces []board.Interface
 }
 
 func (p *SystemPlan) String() string {
@@ -68,7 +69,8 @@ func (s *System) Plan(cfg *config.Config) (box.Plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("board %s: %w", cfg.Board, err)
 		}
-		p.Modules = append([]string(nil), b.Modules...)
+		p.Modules = b.AllModules()
+		p.Interfaces = b.Interfaces
 	}
 	return p, nil
 }
@@ -84,10 +86,17 @@ func (s *System) Apply(ctx context.Context, bp box.Plan) error {
 	if !s.active {
 		return nil
 	}
-	rep := Configure(ctx, s.log, s.health, SystemSetup{Hostname: p.Hostname, Modules: p.Modules}, s.opts)
+	rep := Configure(ctx, s.log, s.health, SystemSetup{Hostname: p.Hostname, Modules: p.Modules, Interfaces: p.Interfaces}, s.opts)
 	s.mu.Lock()
 	s.last = rep
 	s.mu.Unlock()
+	// The one failure worth stopping the apply for: without nf_tables
+	// the firewall fails with a bare "invalid argument"; this says why.
+	for _, st := range rep {
+		if st.Name == StepNFTables && st.Err != nil {
+			return st.Err
+		}
+	}
 	return nil
 }
 
