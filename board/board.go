@@ -1,5 +1,7 @@
-// Package board holds the board definitions: which interfaces a board has
-// and what they are called, its watchdog and the kernel modules it needs.
+// Package board holds the board definitions: which interfaces a board has,
+// what they are called and how the kernel's ports are found (bus path or
+// MAC address), its watchdog and the kernel modules it needs, those the
+// early boot loads to reach /perm and those of the network and firewall.
 // Definitions are data (board/<name>/board.yaml) compiled into the binary,
 // so a config can be checked against the board it will run on anywhere.
 package board
@@ -26,7 +28,22 @@ type Board struct {
 	Arch        string      `yaml:"arch"`
 	Interfaces  []Interface `yaml:"interfaces"`
 	Watchdog    *Watchdog   `yaml:"watchdog"`
-	Modules     []string    `yaml:"modules"`
+	// BootModules are loaded by the init before /perm is mounted, from
+	// the image's own modules (the config lives on /perm): storage
+	// controller, ext4, and the power key's input drivers.
+	BootModules []string `yaml:"boot_modules"`
+	// Modules are the rest: network drivers, nf_tables and every
+	// expression the firewall emits (board_test.go checks the list
+	// against pkg/firewall), conntrack netlink, tun, the watchdog driver.
+	Modules []string `yaml:"modules"`
+	// PermWait bounds the wait for the /perm partition to appear (USB
+	// and MMC storage is probed after the module loads); default 10 s.
+	PermWait time.Duration `yaml:"perm_wait"`
+}
+
+// AllModules lists the boot modules, then the others.
+func (b *Board) AllModules() []string {
+	return append(append([]string(nil), b.BootModules...), b.Modules...)
 }
 
 // Interface is one network port as the firmware names it.
@@ -35,6 +52,14 @@ type Interface struct {
 	Role string `yaml:"role"` // wan or lan: what the port is meant for
 	// Hotplug ports (USB modems, USB adapters) may appear after boot.
 	Hotplug bool `yaml:"hotplug"`
+	// Device finds the port the kernel names eth0, eth1...: a glob
+	// (path.Match) on its device path under /sys/devices, e.g.
+	// "*/0000:00:02.0/virtio*" or "platform/*/fd580000.ethernet". The
+	// init renames the matching link to Name while it is down.
+	Device string `yaml:"device"`
+	// MAC, when Device cannot tell ports apart, is a glob on the
+	// port's permanent address ("dc:a6:32:*").
+	MAC string `yaml:"mac"`
 }
 
 // Watchdog is the board's hardware watchdog.
