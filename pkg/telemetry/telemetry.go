@@ -290,6 +290,7 @@ func (t *Telemetry) newPusher(p *Plan, prev *pusher) (*pusher, error) {
 	u.enc = encoder{
 		external: []label{{"academy", p.Academy}, {"hostname", p.Hostname}, {"uai", p.UAI}},
 		private:  p.Private,
+		drop:     notPushed,
 	}
 	if n, _ := u.buf.stats(); n > 0 {
 		u.failing = true // a backlog from before a restart: spill new batches until it is sent
