@@ -53,7 +53,8 @@ type Interface struct {
 	// Hotplug ports (USB modems, USB adapters) may appear after boot.
 	Hotplug bool `yaml:"hotplug"`
 	// Device finds the port the kernel names eth0, eth1...: a glob
-	// (path.Match) on its device path under /sys/devices, e.g.
+	// (path.Match) on its device path under /sys/devices or a trailing
+	// part of it, e.g.
 	// "*/0000:00:02.0/virtio*" or "platform/*/fd580000.ethernet". The
 	// init renames the matching link to Name while it is down.
 	Device string `yaml:"device"`
