@@ -436,12 +436,12 @@ func TestDNSFailureDegradesTheLink(t *testing.T) {
 func TestCheckDNSOneAnswerIsEnough(t *testing.T) {
 	fs := &fakeSystem{}
 	servers := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}
-	if ok, _ := checkDNS(context.Background(), fs, Link{}, servers); !ok {
+	if i, _ := checkDNS(context.Background(), fs, Link{}, servers); i != 0 {
 		t.Error("check failed with a server answering")
 	}
 	fs.dnsErr = errors.New("refused")
-	ok, why := checkDNS(context.Background(), fs, Link{}, servers)
-	if ok || !strings.Contains(why, "192.0.2.53:53") || !strings.Contains(why, "refused") {
-		t.Errorf("check %v, %q", ok, why)
+	i, why := checkDNS(context.Background(), fs, Link{}, servers)
+	if i >= 0 || !strings.Contains(why, "192.0.2.53:53") || !strings.Contains(why, "refused") {
+		t.Errorf("check %v, %q", i, why)
 	}
 }

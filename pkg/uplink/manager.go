@@ -692,7 +692,7 @@ const (
 // everything but DNS), so new flows and the box's own DNS queries move
 // to a link that carries DNS.
 func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []netip.AddrPort) {
-	wait := dnsCheckEvery
+	wait, pref := dnsCheckEvery, -1
 	for {
 		select {
 		case <-ctx.Done():
@@ -709,36 +709,59 @@ func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []net
 		if skip {
 			continue
 		}
-		ok, why := checkDNS(ctx, m.sys, cfg, servers)
+		// The upstream that answered last is asked alone; after a failed
+		// check, all are (one answer is enough). A link carrying traffic
+		// thus pays two small queries a second, ~1 GB a month.
+		ask := servers
+		if pref >= 0 && pref < len(servers) {
+			ask = servers[pref : pref+1]
+		}
+		i, why := checkDNS(ctx, m.sys, cfg, ask)
 		if ctx.Err() != nil {
 			return
 		}
-		if !ok {
+		ok := i >= 0
+		switch {
+		case !ok:
+			pref = -1
+			if len(ask) < len(servers) {
+				wait = 0 // ask the others at once: no verdict on one server
+				continue
+			}
 			wait = dnsRecheck // confirm soon
+		case len(ask) < len(servers):
+			// pref stays
+		default:
+			pref = i
 		}
 		m.dnsDone(lk, ok, why)
 	}
 }
 
-// checkDNS asks every server at once; one answer is enough.
-func checkDNS(ctx context.Context, sys system, cfg Link, servers []netip.AddrPort) (bool, string) {
+// checkDNS asks every server at once; one answer is enough. It returns
+// the index of the server that answered, or -1 and why none did.
+func checkDNS(ctx context.Context, sys system, cfg Link, servers []netip.AddrPort) (int, string) {
 	ctx, cancel := context.WithTimeout(ctx, dnsCheckTimeout)
 	defer cancel()
-	errs := make(chan error, len(servers)*dnsQueriesPerServer)
-	for _, s := range servers {
+	type result struct {
+		i   int
+		err error
+	}
+	res := make(chan result, len(servers)*dnsQueriesPerServer)
+	for i, s := range servers {
 		for range dnsQueriesPerServer {
-			go func() { errs <- sys.checkDNS(ctx, cfg, s) }()
+			go func() { res <- result{i, sys.checkDNS(ctx, cfg, s)} }()
 		}
 	}
 	var first error
-	for range cap(errs) {
-		err := <-errs
-		if err == nil {
+	for range cap(res) {
+		r := <-res
+		if r.err == nil {
 			cancel()
-			return true, ""
+			return r.i, ""
 		}
 		if first == nil {
-			first = err
+			first = r.err
 		}
 	}
 	names := make([]string, len(servers))
@@ -749,7 +772,7 @@ func checkDNS(ctx context.Context, sys system, cfg Link, servers []netip.AddrPor
 	if first != nil && !errors.Is(first, context.DeadlineExceeded) {
 		why += ": " + first.Error()
 	}
-	return false, why
+	return -1, why
 }
 
 // dnsDone feeds a DNS check to the link's tracker.
