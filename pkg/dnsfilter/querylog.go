@@ -30,6 +30,7 @@ type queryLog struct {
 	dropped prometheus.Counter
 
 	on     atomic.Bool // plan.LogBlocked, read without the lock
+	wmu    sync.Mutex  // held by each write and by a change of directory
 	mu     sync.Mutex
 	plan   PrivacyPlan
 	ch     chan logEntry
@@ -51,11 +52,54 @@ func newQueryLog(log *slog.Logger, dropped prometheus.Counter) *queryLog {
 }
 
 func (q *queryLog) configure(p PrivacyPlan) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
 	q.mu.Lock()
+	old := q.plan.Dir
 	q.plan = p
 	q.on.Store(p.LogBlocked)
 	q.mu.Unlock()
+	if old != "" && p.Dir != "" && filepath.Clean(old) != filepath.Clean(p.Dir) {
+		q.moveFiles(old, p.Dir)
+	}
 }
+
+// moveFiles brings the hour files of a directory no longer configured
+// into the new one, where the retention (or the log being off) deletes
+// them in time: left behind, nothing would ever delete them, and the
+// promise of docs/privacy.md would be broken (issue 12). A file that
+// cannot be moved (another filesystem) is deleted. Called with wmu held,
+// so that no entry is being appended meanwhile.
+func (q *queryLog) moveFiles(from, to string) {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return // nothing there
+	}
+	moved, deleted := 0, 0
+	for _, e := range entries {
+		n := e.Name()
+		if !isLogFile(n) || !e.Type().IsRegular() {
+			continue
+		}
+		src := filepath.Join(from, n)
+		if err := os.MkdirAll(to, 0o700); err == nil {
+			dst := filepath.Join(to, n)
+			if _, err := os.Lstat(dst); os.IsNotExist(err) && os.Rename(src, dst) == nil {
+				moved++
+				continue
+			}
+		}
+		if os.Remove(src) == nil {
+			deleted++
+		}
+	}
+	os.Remove(from) // only if empty: it may hold other files
+	if moved+deleted > 0 {
+		q.log.Info("blocked-query log moved to the new directory", "event", "querylog-moved", "from", from, "to", to, "moved", moved, "deleted", deleted)
+	}
+}
+
+func isLogFile(n string) bool { return strings.HasPrefix(n, "blocked-") && strings.HasSuffix(n, ".jsonl") }
 
 // record queues a blocked query, if the log is on; it never blocks.
 func (q *queryLog) record(now time.Time, zone string, client netip.Addr, name, qtype, reason string) {
@@ -116,6 +160,8 @@ func (q *queryLog) run(stop <-chan struct{}, now func() time.Time) {
 func logFileName(t time.Time) string { return "blocked-" + t.UTC().Format("2006-01-02T15") + ".jsonl" }
 
 func (q *queryLog) write(e logEntry) error {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
 	q.mu.Lock()
 	dir := q.plan.Dir
 	q.mu.Unlock()
