@@ -99,7 +99,9 @@ func (q *queryLog) moveFiles(from, to string) {
 	}
 }
 
-func isLogFile(n string) bool { return strings.HasPrefix(n, "blocked-") && strings.HasSuffix(n, ".jsonl") }
+func isLogFile(n string) bool {
+	return strings.HasPrefix(n, "blocked-") && strings.HasSuffix(n, ".jsonl")
+}
 
 // record queues a blocked query, if the log is on; it never blocks.
 func (q *queryLog) record(now time.Time, zone string, client netip.Addr, name, qtype, reason string) {
