@@ -66,6 +66,7 @@ const (
 // Counter names that are not per pair, rule or forward.
 const (
 	counterSpoofed     = "spoofed"
+	counterCGNAT       = "cgnat-spoofed"
 	counterInvalid     = "invalid"
 	counterSynFlood    = "syn-flood"
 	counterSynFloodFwd = "syn-flood-fwd"
@@ -347,8 +348,31 @@ func (c *compiler) preroutingMangle() []Rule {
 		Comment: "anti-spoofing: the source must route back through the input interface (with the uplink mark)",
 		Exprs:   append(rp, RPFail{}, c.counter(counterSpoofed), Verdict{Kind: Drop}),
 	})
+	if c.tunnel {
+		// The tailnet's addresses (100.64.0.0/10) are believed only on
+		// tailscale0. Elsewhere they would pass the reverse-path check on
+		// an uplink (its table's default route goes back out of it), so
+		// they are dropped explicitly, for the box and for forwarding. A
+		// 4G backup behind carrier-grade NAT has its own address and
+		// gateway in 100.64.0.0/10: only new connections are refused, so
+		// replies to the box's own traffic (probes, DNS) and ICMP errors
+		// of the carrier's routers (path MTU) still pass; its DHCP client
+		// reads with a packet socket, before netfilter. What is lost: a
+		// host of the carrier's CGNAT space opening a connection to the
+		// box, tailscaled's udp/41641 included (peers use the public
+		// endpoint or the relay instead).
+		rules = append(rules, Rule{
+			Comment: "tailnet addresses (100.64.0.0/10) open connections only through the tunnel",
+			Exprs: []Expr{IfName{Neg: true, Name: TunnelInterface}, AddrIs{Prefix: cgnatPrefix},
+				CtState{States: []string{"new"}}, c.counter(counterCGNAT), Verdict{Kind: Drop}},
+		})
+	}
 	return rules
 }
+
+// cgnatPrefix is the shared address space (RFC 6598) tailnets number
+// their nodes from.
+var cgnatPrefix = netip.MustParsePrefix("100.64.0.0/10")
 
 func (c *compiler) preroutingNAT() []Rule {
 	var rules []Rule

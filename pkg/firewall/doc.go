@@ -116,7 +116,9 @@
 //     reverse-path check that uses the restored mark,
 //     "fib saddr . mark . iif oif missing drop", on every interface but
 //     tailscale0, where WireGuard's cryptokey routing already binds each
-//     source address to a peer. With it, a reply arriving on uplink i only
+//     source address to a peer; and with the tunnel, new connections from
+//     100.64.0.0/10 (the tailnet's addresses) dropped unless they come in
+//     on tailscale0 (counter cgnat-spoofed). With it, a reply arriving on uplink i only
 //     passes if the mark of uplink i routes back through uplink i: the
 //     uplink manager's per-uplink tables must exist for every uplink that
 //     receives traffic.
@@ -126,7 +128,7 @@
 // Counters are named counter objects (pairs fwd-S-D and in-S, rules
 // rule-NAME, port forwards pf-NAME, masquerade masq-UPLINK, the
 // fall-through fwd-S-other-zones, and the drops: spoofed, invalid,
-// syn-flood, syn-flood-fwd, ping-flood, doh-blocked, resolver-blocked,
+// cgnat-spoofed, syn-flood, syn-flood-fwd, ping-flood, doh-blocked, resolver-blocked,
 // dot-rejected). Replacing the table
 // resets them, so Apply reads them just before the transaction and
 // creates the new ones with the old values: a counter survives any reload
