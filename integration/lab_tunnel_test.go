@@ -243,6 +243,10 @@ func TestTunnelAcademy(t *testing.T) {
 		tl.scanUplinks(t)
 	})
 
+	t.Run("TailnetSourcesOnlyFromTunnel", func(t *testing.T) {
+		tl.tailnetSpoof(t)
+	})
+
 	t.Run("AdminReachesDatacenterWithItsOwnAddress", func(t *testing.T) {
 		tl.waitReach(t, 20*time.Second)
 		body, err := tl.fetch("admin", 2*time.Second)
@@ -726,5 +730,44 @@ func (o *scanObserver) flush() {
 	o.t.Helper()
 	for _, set := range []string{"tcp_pre", "tcp_post", "udp_pre", "udp_post"} {
 		nsRun(o.t, o.ns, "nft", "flush", "set", "inet", "scanobs", set)
+	}
+}
+
+// tailnetSpoof sends probes with tailnet source addresses (100.64.0.0/10)
+// from the backup's ISP (a 4G carrier's CGNAT space) and from the admin
+// zone: the firewall accepts none of them, udp/41641 included.
+func (tl *tunnelLab) tailnetSpoof(t *testing.T) {
+	box := tl.lab.Namespace(lab.RoleBox)
+	srcs := netip.MustParsePrefix("100.99.0.0/22")
+	obs := observeScan(t, box, srcs)
+	before := nftCounter(t, box, "cgnat-spoofed") + nftCounter(t, box, "spoofed")
+	for _, from := range []struct{ ns, what string }{
+		{tl.isp("backup"), "the backup's ISP"},
+		{tl.lab.Namespace(lab.RoleClient("admin")), "the admin zone"},
+	} {
+		nsRun(t, from.ns, "ip", "addr", "add", srcs.String(), "dev", "lo")
+		for _, dst := range []string{backupIP, "10.20.0.1"} {
+			_, err := scan(scanSpec{ns: from.ns, proto: "udp", srcs: srcs, dst: netip.MustParseAddr(dst),
+				ports: []uint16{tunnelPort, 53, 123}, every: time.Millisecond, timeout: 200 * time.Millisecond, payload: udpPayload})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := scan(scanSpec{ns: from.ns, proto: "tcp", srcs: srcs, dst: netip.MustParseAddr(dst),
+				ports: []uint16{53, 80, 443}, every: time.Millisecond, timeout: 200 * time.Millisecond}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nsRun(t, from.ns, "ip", "addr", "del", srcs.String(), "dev", "lo")
+		if acc := sorted(obs.ports("udp_post")); len(acc) > 0 {
+			t.Errorf("from %s, tailnet source addresses: the firewall accepted UDP ports %v", from.what, acc)
+		}
+		if acc := sorted(obs.ports("tcp_post")); len(acc) > 0 {
+			t.Errorf("from %s, tailnet source addresses: the firewall accepted TCP ports %v", from.what, acc)
+		}
+	}
+	after := nftCounter(t, box, "cgnat-spoofed") + nftCounter(t, box, "spoofed")
+	t.Logf("tailnet sources dropped: cgnat-spoofed %d, spoofed %d", nftCounter(t, box, "cgnat-spoofed"), nftCounter(t, box, "spoofed"))
+	if after-before < 12 {
+		t.Errorf("the drop counters grew by %d for 24 probes: the probes may not have reached the box", after-before)
 	}
 }
