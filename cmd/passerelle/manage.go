@@ -37,13 +37,15 @@ type manageState struct {
 
 // manageFlags are the run flags of the management.
 type manageFlags struct {
-	dir     string
-	confirm time.Duration
+	dir       string
+	confirm   time.Duration
+	pullEvery time.Duration
 }
 
 func (f *manageFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "manage-dir", "", "generations of the NOC's configuration bundles (default <perm-dir>/manage as init; off otherwise unless given)")
 	fs.DurationVar(&f.confirm, "confirm-timeout", 0, "override management.confirm_timeout (lab and tests: short windows)")
+	fs.DurationVar(&f.pullEvery, "pull-every", 0, "override management.pull_interval (lab and tests)")
 }
 
 // Submit is the manager's way to the one submit path.
@@ -68,7 +70,7 @@ func (d *daemon) setupManage(f manageFlags) error {
 			tun = t
 		}
 	}
-	o := manage.Options{Dir: dir, Submitter: d, Confirm: f.confirm, Dial: d.manageDial}
+	o := manage.Options{Dir: dir, Submitter: d, Confirm: f.confirm, PullEvery: f.pullEvery, Dial: d.manageDial}
 	m, err := manage.New(box.Deps{Log: d.log, Metrics: d.c.metrics, Health: d.c.health}, o)
 	if err != nil {
 		return err

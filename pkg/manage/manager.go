@@ -64,6 +64,9 @@ type Options struct {
 	Hold time.Duration
 	// Every is the time between gate rounds; 0: 500 ms.
 	Every time.Duration
+	// PullEvery overrides management.pull_interval (the lab); 0: the
+	// configuration's.
+	PullEvery time.Duration
 	// Dial, if set, makes the pull client's connections (pinned to an
 	// uplink or through the tunnel; cmd/passerelle decides).
 	Dial DialFunc
@@ -333,14 +336,30 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 			return // the pending marker stays: the next boot rolls back
 		case <-t.C:
 		}
+		// The probes run together, and never past the deadline: a probe
+		// that hangs (a dead link) must not stretch the window.
+		round := min(2*time.Second, max(m.o.Every*4, 200*time.Millisecond))
+		end := m.now().Add(round)
+		if end.After(deadline) {
+			end = deadline.Add(time.Millisecond)
+		}
+		ctx, cancel := context.WithDeadline(m.ctx, end)
+		errs := make([]error, len(m.o.Probes))
+		var wg sync.WaitGroup
+		for i, pr := range m.o.Probes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = pr.Check(ctx, w.cfg, befores[i])
+			}()
+		}
+		wg.Wait()
+		cancel()
 		now := m.now()
 		var fails []string
-		for i, pr := range m.o.Probes {
-			ctx, cancel := context.WithTimeout(m.ctx, min(2*time.Second, m.o.Every*4))
-			err := pr.Check(ctx, w.cfg, befores[i])
-			cancel()
+		for i, err := range errs {
 			if err != nil {
-				fails = append(fails, pr.Name+": "+err.Error())
+				fails = append(fails, m.o.Probes[i].Name+": "+err.Error())
 			}
 		}
 		if len(fails) == 0 {

@@ -73,6 +73,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	// The first poll soon after start, spread so a fleet rebooting at
 	// once (a power cut in a city) does not poll all at once.
 	wait := time.Duration(rand.Int64N(int64(10 * time.Second)))
+	if m.o.PullEvery > 0 {
+		wait = m.o.PullEvery
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -87,10 +90,13 @@ func (m *Manager) Run(ctx context.Context) error {
 			continue
 		}
 		every := cfg.Management.PullInterval.D()
+		if m.o.PullEvery > 0 {
+			every = m.o.PullEvery
+		}
 		if err := m.PollOnce(ctx); err != nil {
 			failures++
 			m.log.Warn("pull failed", "url", PullURL(cfg), "err", err, "failures", failures)
-			wait = min(10*time.Second<<min(failures-1, 10), every)
+			wait = min(max(every/30, time.Second)<<min(failures-1, 10), every)
 		} else {
 			failures = 0
 			wait = every
