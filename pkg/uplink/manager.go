@@ -724,11 +724,10 @@ func (m *Manager) dnsLoop(ctx context.Context, lk *link, cfg Link, servers []net
 		switch {
 		case !ok:
 			pref = -1
-			if len(ask) < len(servers) {
-				wait = 0 // ask the others at once: no verdict on one server
-				continue
-			}
 			wait = dnsRecheck // confirm soon
+			if len(ask) < len(servers) {
+				wait = 0 // and ask the others at once
+			}
 		case len(ask) < len(servers):
 			// pref stays
 		default:
