@@ -191,7 +191,7 @@ type Profile struct {
 
 // Cache bounds the resolver's answer cache.
 type Cache struct {
-	Size       int      `yaml:"size" default:"20000" doc:"Entries kept (0 disables the cache, at most 10000000)."`
+	Size       int      `yaml:"size" default:"20000" doc:"Entries kept (0 disables the cache, at most 10000000). Whatever the count, the cache holds at most 32 MiB, and answers over 8 KB are served but not kept."`
 	MinTTL     Duration `yaml:"min_ttl" default:"0s" doc:"Lower bound applied to answer TTLs."`
 	MaxTTL     Duration `yaml:"max_ttl" default:"24h" doc:"Upper bound applied to answer TTLs."`
 	ServeStale bool     `yaml:"serve_stale" default:"true" doc:"Answer from expired entries when every upstream fails (RFC 8767)."`
