@@ -155,6 +155,7 @@ func TestLabDNSTCPFloodLeavesOtherZonesServed(t *testing.T) {
 		m, err := dnsQuery(t, guest, "10.30.0.1:53", lab.InternetHost, dns.TypeA, "tcp")
 		return err == nil && m.Rcode != dns.RcodeServerFailure
 	})
+	t.Logf("done %s after the flood started", time.Since(start).Round(time.Millisecond))
 }
 
 func errKind(err error) string {

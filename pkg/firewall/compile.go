@@ -558,6 +558,13 @@ func (c *compiler) toBox(e end) []Rule {
 		if p := uint16(c.cfg.Telemetry.MetricsPort); p > 0 {
 			accept("metrics for the academy", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
 		}
+		// The NOC's push (issue 16): only from the tunnel, and only when
+		// the box trusts NOC keys; the API checks the caller's tailnet
+		// identity and every bundle's signature itself.
+		if m := c.cfg.Management; m.APIPort > 0 && len(m.TrustedKeys) > 0 {
+			p := uint16(m.APIPort)
+			accept("management API for the NOC", Ports{Proto: "tcp", Ranges: []PortRange{{p, p}}})
+		}
 		rules = append(rules, Rule{Exprs: []Expr{Verdict{Kind: Drop}}})
 	}
 	return rules
