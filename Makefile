@@ -83,6 +83,7 @@ bench: build
 	bash tools/bench/render/run.sh
 	bash tools/bench/firewall/run.sh
 	bash tools/bench/failover/run.sh
+	bash tools/bench/tunnel/run.sh
 	bash tools/bench/dns/run.sh && $(GO) test -run '^$$' -bench 'Load5M|Build5M' -benchtime 3x ./pkg/ut1 ./pkg/domainset
 	$(GO) test -run '^$$' -bench . ./pkg/dhcpd ./pkg/timesync
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -770,4 +771,102 @@ func (tl *tunnelLab) tailnetSpoof(t *testing.T) {
 	if after-before < 12 {
 		t.Errorf("the drop counters grew by %d for 24 probes: the probes may not have reached the box", after-before)
 	}
+}
+
+// TestTunnelBench is the tunnel's benchmark (tools/bench/tunnel/run.sh,
+// figures in docs/benchmarks.md), skipped unless PASSERELLE_TUNNEL_BENCH
+// is set: iperf3 throughput and ping round trip from the admin client to
+// the datacenter through the tunnel, then over the same lab path without
+// it (the plain routed path to the academy's public address: box, Renater,
+// internet, academy), in the same lab; then the tunnel's gap after a
+// Renater carrier loss, PASSERELLE_TUNNEL_BENCH_RUNS times (default 5).
+func TestTunnelBench(t *testing.T) {
+	if os.Getenv("PASSERELLE_TUNNEL_BENCH") == "" {
+		t.Skip("benchmark: run tools/bench/tunnel/run.sh")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("iperf3 missing (apt-get install iperf3)")
+	}
+	runs := 5
+	if n, err := strconv.Atoi(os.Getenv("PASSERELLE_TUNNEL_BENCH_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
+	tl := startTunnelLab(t)
+	tl.waitRecord(t, 0, 90*time.Second, "tunnel-state", map[string]string{"state": "up"})
+	tl.waitReach(t, 30*time.Second)
+	waitUntil(t, "a direct path to the academy", 60*time.Second, func() bool { return tl.path() == "direct" })
+
+	acad := tl.lab.Namespace(lab.RoleAcademy)
+	srv := exec.Command("iperf3", "-s", "-p", "5201")
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := lab.StartCommand(acad, srv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	time.Sleep(300 * time.Millisecond)
+	admin := tl.lab.Namespace(lab.RoleClient("admin"))
+	iperf := func(dst string) float64 {
+		t.Helper()
+		out := nsRun(t, admin, "iperf3", "-c", dst, "-p", "5201", "-t", "5", "-O", "1", "-J")
+		var r struct {
+			End struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("iperf3 -J: %v: %s", err, out)
+		}
+		return r.End.SumReceived.BitsPerSecond / 1e6
+	}
+	// Round trip: TCP connection set-up (SYN to SYN-ACK) to :80, which
+	// the lab answers on every academy address; the lab has no ping.
+	ping := func(dst string) string {
+		t.Helper()
+		var rtts []time.Duration
+		for range 50 {
+			start := time.Now()
+			c, err := lab.DialContext(context.Background(), admin, "tcp4", dst+":80")
+			if err != nil {
+				t.Fatalf("connect %s: %v", dst, err)
+			}
+			rtts = append(rtts, time.Since(start))
+			c.Close()
+			time.Sleep(20 * time.Millisecond)
+		}
+		slices.Sort(rtts)
+		return fmt.Sprintf("TCP connect min/median/max %s/%s/%s", rtts[0].Round(time.Microsecond),
+			rtts[len(rtts)/2].Round(time.Microsecond), rtts[len(rtts)-1].Round(time.Microsecond))
+	}
+	service := academy.DefaultService.String()
+	public := tl.lab.AcademyServer().String()
+	tun := iperf(service)
+	plain := iperf(public)
+	tunRTT, plainRTT := ping(service), ping(public)
+	fmt.Printf("bench: tunnel (path %s): %.0f Mbit/s, ping %s\n", tl.path(), tun, tunRTT)
+	fmt.Printf("bench: plain routed path: %.0f Mbit/s, ping %s\n", plain, plainRTT)
+	fmt.Printf("bench: tunnel/plain throughput %.2f (target >= 0.5)\n", tun/plain)
+
+	var gaps []time.Duration
+	for i := range runs {
+		g := tl.meter()
+		time.Sleep(500 * time.Millisecond)
+		mark := tl.mark()
+		carrier(t, tl.firmware, "renater", false)
+		fault := time.Now()
+		gap := g.wait(t, fault, 60*time.Second)
+		g.close()
+		gaps = append(gaps, gap)
+		fmt.Printf("bench: run %d: Renater carrier loss → tunnel gap %s\n", i+1, gap.Round(time.Millisecond))
+		tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
+		mark = tl.mark()
+		carrier(t, tl.firmware, "renater", true)
+		tl.waitEventAfter(t, mark, 60*time.Second, "tunnel-uplink", map[string]string{"via": "renater"})
+		tl.waitReach(t, 60*time.Second)
+		time.Sleep(3 * time.Second) // let the path settle on Renater
+	}
+	slices.Sort(gaps)
+	fmt.Printf("bench: tunnel gap after Renater carrier loss, %d runs: min %s, median %s, max %s (target <= 3s)\n",
+		len(gaps), gaps[0].Round(time.Millisecond), gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
 }
