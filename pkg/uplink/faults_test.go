@@ -439,7 +439,9 @@ func TestCheckDNSOneAnswerIsEnough(t *testing.T) {
 	if i, _ := checkDNS(context.Background(), fs, Link{}, servers); i != 0 {
 		t.Error("check failed with a server answering")
 	}
+	fs.mu.Lock() // the first check's second query may still run
 	fs.dnsErr = errors.New("refused")
+	fs.mu.Unlock()
 	i, why := checkDNS(context.Background(), fs, Link{}, servers)
 	if i >= 0 || !strings.Contains(why, "192.0.2.53:53") || !strings.Contains(why, "refused") {
 		t.Errorf("check %v, %q", i, why)
