@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 		overload: prometheus.NewCounter(prometheus.CounterOpts{Name: "passerelle_dns_overload_dropped_total",
 			Help: "UDP queries dropped because too many already waited for upstreams."}),
 		tcpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_tcp_refused_total",
-			Help: "DNS-over-TCP connections closed on accept, by zone and budget: total (every zone), client (one address), descriptors (process out of files)."},
+			Help: "DNS-over-TCP connections closed on accept, by zone and budget: total (every zone), client (one address), descriptors (process out of files); evicted counts the biggest holder's connections closed to let another client in."},
 			[]string{"zone", "reason"}),
 		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_dns_tcp_connections", Help: "DNS-over-TCP connections open, every zone."}),
 	}

@@ -20,7 +20,10 @@ import (
 // opens towards upstreams then failed, and every zone got SERVFAIL, over
 // UDP as well (issue 12). Connections are therefore counted, in all and
 // per client address, and those over either budget are accepted and
-// closed at once (with a reset, so they hold nothing in TIME_WAIT).
+// closed at once (with a reset, so they hold nothing in TIME_WAIT). When
+// the total budget is full, a client holding fewer connections than the
+// biggest holder still gets one: the biggest holder's oldest goes, so
+// that many addresses filling the budget do not lock everyone else out.
 const (
 	// maxTCPConns bounds the DNS-over-TCP connections of all zones. TCP
 	// is the fallback of truncated answers and the choice of a few
@@ -47,7 +50,7 @@ type tcpLimiter struct {
 
 	mu       sync.Mutex
 	total    int
-	byClient map[netip.Addr]int
+	byClient map[netip.Addr][]*limitedConn // oldest first
 
 	// Rate-limited logging: refusals since the last line, per reason.
 	logMu    sync.Mutex
@@ -62,7 +65,7 @@ func newTCPLimiter(log *slog.Logger, now func() time.Time, refused *prometheus.C
 		max = int(max64(rl.Cur/4, 16))
 	}
 	return &tcpLimiter{log: log, now: now, max: max, perClient: maxTCPPerClient, refused: refused, open: open,
-		byClient: map[netip.Addr]int{}, lastLog: map[string]time.Time{}, sinceLog: map[string]int{}}
+		byClient: map[netip.Addr][]*limitedConn{}, lastLog: map[string]time.Time{}, sinceLog: map[string]int{}}
 }
 
 func max64(a, b uint64) uint64 {
@@ -72,31 +75,57 @@ func max64(a, b uint64) uint64 {
 	return b
 }
 
-// acquire takes a connection slot for client; reason says which budget
-// refused it.
-func (l *tcpLimiter) acquire(client netip.Addr) (reason string, ok bool) {
+// acquire takes a connection slot for c; reason says which budget
+// refused it. With the total budget full, the oldest connection of the
+// biggest holder is returned as evicted (to close) if that holder has at
+// least two more than c's client.
+func (l *tcpLimiter) acquire(c *limitedConn) (reason string, evicted *limitedConn, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch {
-	case l.total >= l.max:
-		return "total", false
-	case l.byClient[client] >= l.perClient:
-		return "client", false
+	mine := len(l.byClient[c.client])
+	if mine >= l.perClient {
+		return "client", nil, false
+	}
+	if l.total >= l.max {
+		var biggest netip.Addr
+		most := 0
+		for a, cs := range l.byClient {
+			if len(cs) > most {
+				biggest, most = a, len(cs)
+			}
+		}
+		if most < mine+2 {
+			return "total", nil, false
+		}
+		evicted = l.byClient[biggest][0]
+		evicted.closed.Store(true) // its Close must not release again
+		l.removeLocked(evicted)
 	}
 	l.total++
-	l.byClient[client]++
+	l.byClient[c.client] = append(l.byClient[c.client], c)
 	l.open.Set(float64(l.total))
-	return "", true
+	return "", evicted, true
 }
 
-func (l *tcpLimiter) release(client netip.Addr) {
+func (l *tcpLimiter) release(c *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.total--
-	if n := l.byClient[client] - 1; n > 0 {
-		l.byClient[client] = n
+	l.removeLocked(c)
+}
+
+func (l *tcpLimiter) removeLocked(c *limitedConn) {
+	cs := l.byClient[c.client]
+	for i, x := range cs {
+		if x == c {
+			cs = append(cs[:i:i], cs[i+1:]...)
+			l.total--
+			break
+		}
+	}
+	if len(cs) > 0 {
+		l.byClient[c.client] = cs
 	} else {
-		delete(l.byClient, client)
+		delete(l.byClient, c.client)
 	}
 	l.open.Set(float64(l.total))
 }
@@ -164,28 +193,41 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 			ip, _ := netip.AddrFromSlice(a.IP)
 			client = ip.Unmap()
 		}
-		if reason, ok := ll.l.acquire(client); !ok {
-			if tc, ok := c.(*net.TCPConn); ok {
-				tc.SetLinger(0) // a reset: nothing left in TIME_WAIT
-			}
-			c.Close()
+		lc := &limitedConn{Conn: c, l: ll.l, client: client, zone: ll.zone}
+		reason, evicted, ok := ll.l.acquire(lc)
+		if !ok {
+			resetClose(c)
 			ll.l.refusedConn(ll.zone, reason, client)
 			continue
 		}
-		return &limitedConn{Conn: c, release: func() { ll.l.release(client) }}, nil
+		if evicted != nil {
+			resetClose(evicted.Conn)
+			ll.l.refusedConn(evicted.zone, "evicted", evicted.client)
+		}
+		return lc, nil
 	}
+}
+
+// resetClose closes with a reset: nothing left in TIME_WAIT.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // limitedConn gives its slot back when closed (once).
 type limitedConn struct {
 	net.Conn
-	release func()
-	closed  atomic.Bool
+	l      *tcpLimiter
+	client netip.Addr
+	zone   string
+	closed atomic.Bool
 }
 
 func (c *limitedConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
-		c.release()
+		c.l.release(c)
 	}
 	return c.Conn.Close()
 }
