@@ -184,6 +184,17 @@ func (p *Plan) String() string {
 		fmt.Fprintf(&b, "\tprobe %s %s every %s, timeout %s, quorum %d; offline after %d failed rounds, online after %d good ones; degraded above %s or %d%% loss\n",
 			pr.Kind, strings.Join(targets, ","), config.Duration(pr.Interval), config.Duration(pr.Timeout), pr.Quorum,
 			pr.DownAfter, pr.UpAfter, config.Duration(pr.DegradedRTT), pr.DegradedLoss)
+		backup := slices.ContainsFunc(p.Links, func(o Link) bool { return o.Priority < l.Priority })
+		if backup && pr.StandbyInterval > pr.Interval {
+			fmt.Fprintf(&b, "\tas a standby backup: probed every %s\n", config.Duration(pr.StandbyInterval))
+		}
+	}
+	if len(p.DNSServers) > 0 {
+		servers := make([]string, len(p.DNSServers))
+		for i, s := range p.DNSServers {
+			servers[i] = s.String()
+		}
+		fmt.Fprintf(&b, "dns check through each uplink: %s\n", strings.Join(servers, ","))
 	}
 	fmt.Fprintf(&b, "table %d: default via %s\n", netmark.TableActive, p.policyText())
 	return b.String()
