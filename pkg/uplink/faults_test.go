@@ -447,3 +447,46 @@ func TestCheckDNSOneAnswerIsEnough(t *testing.T) {
 		t.Errorf("check %v, %q", i, why)
 	}
 }
+
+// TestCarrierBackResolvesTheGateway: after a total outage the backup's
+// gateway is resolved as its carrier comes back, before the routes move.
+func TestCarrierBackResolvesTheGateway(t *testing.T) {
+	m, fs, _, _ := newTestManager(t)
+	m.leaseChanged(m.link("backup"), 0, nil, dhcpLease)
+	m.carrierChanged("wan0", true, 2)
+	m.carrierChanged("wan1", true, 3)
+	m.carrierChanged("wan0", false, 2)
+	m.carrierChanged("wan1", false, 3)
+	fs.take()
+	m.carrierChanged("wan1", true, 3)
+	got := fs.take()
+	if len(got) < 3 || got[0] != "resolve wan1 100.64.1.1" || !slices.Contains(got, "active 100.64.1.1/1") {
+		t.Fatalf("backup's carrier back: calls %q; want its gateway resolved, then the route on it (fallback)", got)
+	}
+}
+
+// TestKeptConnectionsGoWithTheCarrier: an uplink offline by its probes
+// whose connections were kept for their traffic loses its carrier: they
+// are deleted then.
+func TestKeptConnectionsGoWithTheCarrier(t *testing.T) {
+	m, fs, _, _ := newTestManager(t)
+	m.leaseChanged(m.link("backup"), 0, nil, dhcpLease)
+	renater := m.link("renater")
+	m.carrierChanged("wan0", true, 2)
+	fs.take()
+	for range 3 {
+		fs.addRx("wan0", 50)
+		m.roundDone(renater, failed())
+	}
+	if !renater.keep {
+		t.Fatal("connections not kept")
+	}
+	fs.take()
+	m.carrierChanged("wan0", false, 2)
+	if got := fs.take(); !slices.Contains(got, "flush 0x100 192.0.2.2") {
+		t.Fatalf("carrier lost: calls %q; want the kept connections deleted", got)
+	}
+	if renater.keep {
+		t.Error("still keeping connections without carrier")
+	}
+}
