@@ -85,7 +85,9 @@ func New(d box.Deps, o Options) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	if !o.NoNodeCollectors {
-		nc, err := nodecollect.New(d.Log)
+		// node_exporter logs every ignored mount point at debug level on
+		// each collection: only its warnings and errors reach the log.
+		nc, err := nodecollect.New(slog.New(minLevel{d.Log.Handler(), slog.LevelWarn}))
 		if err != nil {
 			return nil, err
 		}
@@ -448,4 +450,22 @@ func (t *Telemetry) Run(ctx context.Context) error {
 			srv.retry()
 		}
 	}
+}
+
+// minLevel drops the records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }
