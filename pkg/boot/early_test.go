@@ -54,8 +54,14 @@ kernel/drivers/block/virtio_blk.ko:
 			t.Errorf("LoadOrder(%s) = %s, want %s", tt.names, strings.Join(got, " "), tt.want)
 		}
 	}
-	if err := ix.ParseSoftdeps(strings.NewReader("softdep x crc32c\n")); err == nil {
-		t.Error("softdep without pre:/post: accepted")
+	// As modprobe does: words before pre:/post: are ignored (Debian
+	// 6.1's modules.softdep has "softdep cifs gcm"), a line that is not
+	// a softdep is an error.
+	if err := ix.ParseSoftdeps(strings.NewReader("softdep cifs gcm\n")); err != nil || len(ix.pre["cifs"])+len(ix.post["cifs"]) != 0 {
+		t.Errorf("softdep without pre:/post:: %v, %v %v", err, ix.pre["cifs"], ix.post["cifs"])
+	}
+	if err := ix.ParseSoftdeps(strings.NewReader("alias x y\n")); err == nil {
+		t.Error("a line that is not a softdep accepted")
 	}
 }
 

@@ -140,10 +140,12 @@ func (ix *ModuleIndex) ParseSoftdeps(r io.Reader) error {
 			case "post:":
 				into = ix.post
 			default:
-				if into == nil {
-					return fmt.Errorf("modules.softdep:%d: %q before pre: or post:", line, w)
+				// Words before pre: or post: say neither: some modules
+				// declare MODULE_SOFTDEP("gcm") (cifs on 6.1); modprobe
+				// ignores them, so does the box.
+				if into != nil {
+					into[mod] = append(into[mod], w)
 				}
-				into[mod] = append(into[mod], w)
 			}
 		}
 	}
