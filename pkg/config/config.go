@@ -217,6 +217,12 @@ type Tunnel struct {
 	AuthKeyFile     string         `yaml:"auth_key_file" default:"/perm/tunnel/authkey" doc:"File holding the pre-authorised key."`
 	AdvertiseRoutes []netip.Prefix `yaml:"advertise_routes" max:"64" doc:"School subnets offered to the academy; each must be a zone subnet."`
 	AcademyPrefixes []netip.Prefix `yaml:"academy_prefixes" max:"256" doc:"Datacenter prefixes reached through the tunnel."`
+	// The academy's names are resolved through the tunnel: the box's DNS
+	// filter forwards them (conditional forwards, besides
+	// dns.conditional_forwards) while the tunnel is enabled.
+	AcademyDomains   []string         `yaml:"academy_domains" max:"64" doc:"Academy domains (with their subdomains) resolved by academy_resolvers through the tunnel, e.g. ac-lille.fr."`
+	AcademyResolvers []netip.AddrPort `yaml:"academy_resolvers" max:"8" doc:"The academy's resolvers for academy_domains, inside academy_prefixes (reached through the tunnel), e.g. 10.200.0.53:53."`
+	TailnetDomain    string           `yaml:"tailnet_domain" doc:"MagicDNS suffix of the academy's tailnet (Headscale's base_domain): its names are answered by the box's tailscaled (100.100.100.100), from the tailnet's node list."`
 }
 
 // Telemetry pushes metrics to the academy.

@@ -672,6 +672,49 @@ func (v *validator) tunnel() {
 		}
 	}
 	v.prefixes("tunnel.academy_prefixes", t.AcademyPrefixes)
+	v.tunnelDNS()
+}
+
+// tunnelDNS checks the academy's names: their resolvers must be reached
+// through the tunnel (inside academy_prefixes), and a domain is forwarded
+// once (tunnel or dns.conditional_forwards).
+func (v *validator) tunnelDNS() {
+	t := v.c.Tunnel
+	seen := map[string]string{}
+	for i, cf := range v.c.DNS.ConditionalForwards {
+		seen[strings.TrimSuffix(strings.ToLower(cf.Domain), ".")] = fmt.Sprintf("dns.conditional_forwards[%d]", i)
+	}
+	domain := func(path, d string) {
+		if !validDomain(d) {
+			v.errf(path, "%q is not a domain name", d)
+			return
+		}
+		k := strings.TrimSuffix(strings.ToLower(d), ".")
+		if other, ok := seen[k]; ok {
+			v.errf(path, "%s is already forwarded by %s", d, other)
+		}
+		seen[k] = path
+	}
+	for i, d := range t.AcademyDomains {
+		domain(fmt.Sprintf("tunnel.academy_domains[%d]", i), d)
+	}
+	if len(t.AcademyDomains) > 0 && len(t.AcademyResolvers) == 0 {
+		v.errf("tunnel.academy_resolvers", "missing: tunnel.academy_domains need the academy's resolvers")
+	}
+	for i, r := range t.AcademyResolvers {
+		p := fmt.Sprintf("tunnel.academy_resolvers[%d]", i)
+		v.resolverAddr(p, r)
+		in := false
+		for _, pr := range t.AcademyPrefixes {
+			in = in || pr.Contains(r.Addr().Unmap())
+		}
+		if !in {
+			v.errf(p, "%s is not inside tunnel.academy_prefixes: it would not be reached through the tunnel", r.Addr())
+		}
+	}
+	if t.TailnetDomain != "" {
+		domain("tunnel.tailnet_domain", t.TailnetDomain)
+	}
 }
 
 func (v *validator) telemetry() {

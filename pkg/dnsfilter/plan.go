@@ -123,6 +123,11 @@ func Compile(cfg *config.Config) (*Plan, error) {
 		}
 		p.Resolver.Forwards = append(p.Resolver.Forwards, resolver.Forward{Domain: d, Servers: slices.Clone(cf.Servers)})
 	}
+	tf, err := tunnelForwards(cfg.Tunnel)
+	if err != nil {
+		return nil, err
+	}
+	p.Resolver.Forwards = append(p.Resolver.Forwards, tf...)
 	p.Local = compileLocal(cfg, p.Resolver.Forwards)
 	p.Resolver.Race = cfg.DNS.Race
 	p.Resolver.CacheSize = cfg.DNS.Cache.Size
@@ -276,4 +281,35 @@ func list(s []string) string {
 		return "-"
 	}
 	return strings.Join(s, ",")
+}
+
+// TailscaleResolver is tailscaled's own resolver on the box (quad-100): it
+// answers the tailnet's MagicDNS names from the node list, even with the
+// tailnet's DNS not accepted (tunnel.Plan), and is reached over tailscale0.
+var TailscaleResolver = netip.AddrPortFrom(netip.MustParseAddr("100.100.100.100"), 53)
+
+// tunnelForwards are the conditional forwards of the academy tunnel, while
+// it is enabled: the academy's domains to its resolvers (inside the
+// academy prefixes, so tailscaled's routes carry the queries over
+// tailscale0) and the tailnet's domain to tailscaled's resolver.
+func tunnelForwards(t config.Tunnel) ([]resolver.Forward, error) {
+	if !t.Enabled {
+		return nil, nil
+	}
+	var fs []resolver.Forward
+	for _, d := range t.AcademyDomains {
+		n, err := domainset.Normalize(d)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel academy domain: %w", err)
+		}
+		fs = append(fs, resolver.Forward{Domain: n, Servers: slices.Clone(t.AcademyResolvers)})
+	}
+	if t.TailnetDomain != "" {
+		n, err := domainset.Normalize(t.TailnetDomain)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel tailnet domain: %w", err)
+		}
+		fs = append(fs, resolver.Forward{Domain: n, Servers: []netip.AddrPort{TailscaleResolver}})
+	}
+	return fs, nil
 }
