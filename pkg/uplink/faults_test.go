@@ -490,3 +490,31 @@ func TestKeptConnectionsGoWithTheCarrier(t *testing.T) {
 		t.Error("still keeping connections without carrier")
 	}
 }
+
+// TestFirstLinkBackCarriesTrafficAtOnce: both uplinks offline by their
+// probes; the backup's first good round makes it the fallback (its
+// up_after rounds still decide when it is online), and renater's dead
+// connections go.
+func TestFirstLinkBackCarriesTrafficAtOnce(t *testing.T) {
+	m, fs, _, _ := newTestManager(t)
+	m.leaseChanged(m.link("backup"), 0, nil, dhcpLease)
+	renater, backup := m.link("renater"), m.link("backup")
+	for range 3 {
+		m.roundDone(renater, failed())
+		m.roundDone(backup, failed())
+	}
+	fs.take()
+	m.roundDone(backup, good(time.Millisecond))
+	got := fs.take()
+	if !slices.Contains(got, "active 100.64.1.1/1") || !slices.Contains(got, "flush 0x100 192.0.2.2") {
+		t.Fatalf("backup answers again: calls %q; want traffic on it and renater's connections deleted", got)
+	}
+	if backup.tr.state != StateOffline {
+		t.Errorf("backup %s after one good round", backup.tr.state)
+	}
+	// It fails again: the fallback goes back to the preferred link.
+	m.roundDone(backup, failed())
+	if got := fs.take(); !slices.Contains(got, "active 192.0.2.1/1") {
+		t.Fatalf("backup fails again: calls %q", got)
+	}
+}

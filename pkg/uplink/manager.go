@@ -350,6 +350,7 @@ func (m *Manager) install(now time.Time, why string, force bool) (bool, error) {
 		cands = append(cands, candidate{
 			Index: l.Index, Name: l.Name, Priority: l.Priority, Weight: l.Weight,
 			State: lk.tr.state, Carrier: lk.tr.carrier, Ready: lk.gateway().IsValid(),
+			Answering: lk.tr.goods > 0,
 		})
 		names[l.Index] = l.Name
 	}
@@ -606,9 +607,17 @@ func (m *Manager) roundDone(lk *link, r Round) {
 	if lk.tr.fails == 1 && lk.tr.state != StateOffline {
 		lk.rxMark, _ = m.sys.rxPackets(lk.cfg.Interface)
 	}
-	if changed {
+	switch {
+	case changed:
 		m.stateChanged(lk, prev, now)
-	} else if lk.keep && lk.tr.state == StateOffline {
+	case m.sel.Fallback && lk.tr.state == StateOffline && (lk.tr.goods == 1 || (lk.tr.goods == 0 && lk.tr.fails == 1)):
+		// No link is usable and this one starts or stops answering: it
+		// may become, or stop being, the fallback.
+		if err := m.reselect(now, lk.cfg.Name+" "+lk.tr.reason, false); err != nil {
+			m.log.Error("uplink routes", "err", err)
+		}
+		m.updateWarnings()
+	case lk.keep && lk.tr.state == StateOffline:
 		m.checkKept(lk, now)
 	}
 	m.reportDamping(lk, now)

@@ -15,6 +15,9 @@ type candidate struct {
 	State    State
 	Carrier  bool
 	Ready    bool // has a gateway (a dhcp uplink without lease has none)
+	// Answering: passed its last probe round (an offline link on its way
+	// back); preferred as a fallback when no link is usable.
+	Answering bool
 }
 
 // member is an uplink chosen to carry new flows, with its share.
@@ -52,8 +55,8 @@ func rank(s State) int {
 // choose picks the uplinks for new flows: among links with carrier and a
 // gateway that are not offline, the best-ranked state, then the lowest
 // priority number; equal ones share new flows by weight. When none is
-// usable, the lowest-priority links that have carrier (or, failing that,
-// a gateway) are kept as a fallback: probing goes on on every link, and
+// usable, the lowest-priority links that answer their probes again, or
+// that have carrier (or, failing that, a gateway) are kept as a fallback: probing goes on on every link, and
 // whichever comes back first is then chosen.
 func choose(cands []candidate) selection {
 	best := func(ok func(c candidate) bool, key func(c candidate) [2]int) []member {
@@ -79,6 +82,12 @@ func choose(cands []candidate) selection {
 		return selection{Members: healthy}
 	}
 	byPrio := func(c candidate) [2]int { return [2]int{0, c.Priority} }
+	// A link that answers again carries traffic before the others while
+	// it waits for up_after rounds (issue 13: after a total outage, the
+	// first link back is used at its first good round).
+	if m := best(func(c candidate) bool { return c.Ready && c.Carrier && c.Answering }, byPrio); m != nil {
+		return selection{Members: m, Fallback: true}
+	}
 	if m := best(func(c candidate) bool { return c.Ready && c.Carrier }, byPrio); m != nil {
 		return selection{Members: m, Fallback: true}
 	}

@@ -27,6 +27,7 @@ func TestChoose(t *testing.T) {
 		{"equal priority, one down", []candidate{with(renater, offline), backup, fibre}, selection{Members: []member{{2, 3}}}},
 		{"all offline: fallback to the preferred with carrier", []candidate{with(with(renater, offline), func(c *candidate) { c.Carrier = false }), with(backup, offline)}, selection{Members: []member{{1, 1}}, Fallback: true}},
 		{"all offline, no carrier: preferred with a gateway", []candidate{with(with(renater, offline), func(c *candidate) { c.Carrier = false }), with(with(backup, offline), func(c *candidate) { c.Carrier = false })}, selection{Members: []member{{0, 1}}, Fallback: true}},
+		{"all offline: the one answering again first", []candidate{with(renater, offline), with(with(backup, offline), func(c *candidate) { c.Answering = true })}, selection{Members: []member{{1, 1}}, Fallback: true}},
 		{"nothing ready", []candidate{with(renater, func(c *candidate) { c.Ready = false })}, selection{Fallback: true}},
 	}
 	for _, tt := range tests {
