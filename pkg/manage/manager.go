@@ -378,6 +378,9 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 			m.log.Debug("health gate not passing yet", "gen", w.gen.N, "why", why)
 		}
 		if !now.Before(deadline) {
+			if len(fails) == 0 {
+				why = fmt.Sprintf("the gate passed for %s only, not the %s required, when the window ended", now.Sub(passSince).Round(time.Millisecond), hold)
+			}
 			m.mu.Lock()
 			m.rollback(w, RollbackGate, why)
 			m.mu.Unlock()
