@@ -209,7 +209,10 @@ func TestUplinkProbeTargetsUnreachableKeepConnections(t *testing.T) {
 	gap := f.outage(fault, time.Now())
 	last := f.Replies()
 	t.Logf("probes only dropped: renater offline, flow kept (longest gap %s, last answer via %s)", gap.Round(time.Millisecond), last[len(last)-1].Src)
-	if got := last[len(last)-1].Src.String(); got != renaterIP || gap > 500*time.Millisecond {
+	// Kept connections see no outage; the bound only absorbs a loaded
+	// machine's scheduling (a flush and a move to the backup would also
+	// show as answers through the backup).
+	if got := last[len(last)-1].Src.String(); got != renaterIP || gap > 800*time.Millisecond {
 		t.Errorf("the flow on renater was disturbed: gap %s, last answer via %s", gap, got)
 	}
 	// The flow stops: the evidence ends, and the connections go.
