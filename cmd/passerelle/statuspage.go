@@ -121,10 +121,24 @@ func (s *statusSource) Warnings() []health.Warning { return s.d.c.health.List() 
 func (s *statusSource) Version() string            { return version.String() }
 
 func (s *statusSource) Applied() status.Applied {
-	if a := s.d.applied.Load(); a != nil {
-		return *a
+	var a status.Applied
+	if p := s.d.applied.Load(); p != nil {
+		a = *p
 	}
-	return status.Applied{}
+	// With the NOC's pushes (issue 16): its generation, and whether the
+	// running one still awaits its health check's confirmation.
+	if m := s.d.mg.mgr; m != nil {
+		st := m.Status()
+		a.Managed = true
+		if st.Generation > 0 {
+			a.Generation = st.Generation
+		}
+		if st.Pending != nil {
+			a.Pending, a.Deadline = true, st.Pending.Deadline
+			a.Generation = st.Pending.Gen
+		}
+	}
+	return a
 }
 
 func (s *statusSource) Uplinks() []status.Uplink {

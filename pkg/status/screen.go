@@ -223,6 +223,9 @@ func configLine(t lang, a Applied) Line {
 		l.Level, l.Text = Warn, t.f("config-pending", a.Generation, a.At.Local().Format("02/01 15:04"), t.s("source-"+a.Source))
 	default:
 		l.Level, l.Text = OK, t.f("config-ok", a.Generation, a.At.Local().Format("02/01 15:04"), t.s("source-"+a.Source))
+		if a.Managed {
+			l.Text += t.s("config-confirmed")
+		}
 	}
 	if a.LastError != "" {
 		l.Level, l.Advice = worse(l.Level, Warn), t.f("config-rejected", a.LastError)

@@ -45,7 +45,11 @@ type Applied struct {
 	At         time.Time `json:"at"`
 	Path       string    `json:"path"`
 	Pending    bool      `json:"pending"` // applied, awaiting confirmation
-	LastError  string    `json:"last_error,omitempty"`
+	// Managed: the NOC pushes configurations, each confirmed after a
+	// health check (issue 16); Generation is then the NOC's.
+	Managed   bool      `json:"managed"`
+	Deadline  time.Time `json:"deadline,omitempty"` // of a pending one
+	LastError string    `json:"last_error,omitempty"`
 }
 
 // Uplink is one uplink's state.
