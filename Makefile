@@ -2,6 +2,8 @@
 #   make demo    a virtual school network in namespaces with the firmware in it (root)
 #   make test    every test: unit tests, and lab integration tests when root
 #   make bench   the benchmarks; figures go to docs/benchmarks.md
+#   make image   the firmware image of BOARD (default qemu-arm64; docs/image.md)
+#   make vm      boots that image in QEMU
 
 GO       ?= go
 BIN      := bin
@@ -11,7 +13,7 @@ LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
 # but not the 90 minutes CI allows.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled
+.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm
 
 all: build
 
@@ -42,6 +44,23 @@ demo: build
 # bin/tailscaled/ by version and tags: only the first build takes minutes.
 tailscaled:
 	@sh tools/tailscaled/build.sh linux/$$($(GO) env GOARCH) linux/arm64
+
+# The firmware image (docs/image.md): inputs fetched into CACHE (pinned
+# Debian packages), outputs in IMAGE_DIR, never in the repository.
+BOARD        ?= qemu-arm64
+CACHE        ?= /var/cache/passerelle
+IMAGE_DIR    ?= $(CACHE)/image/$(BOARD)
+IMAGE_CONFIG ?= rootfs/$(BOARD).yaml
+
+image:
+	@deb=$$(sh tools/mkimage/fetch.sh $(CACHE)) && \
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CACHE)/bin/passerelle-arm64 ./cmd/passerelle && \
+	$(GO) run ./tools/mkimage -board $(BOARD) -kernel-deb $$deb -debs $(CACHE)/debs \
+		-passerelle $(CACHE)/bin/passerelle-arm64 -config $(IMAGE_CONFIG) -out $(IMAGE_DIR) && \
+	cat $(IMAGE_DIR)/SHA256SUMS
+
+vm: image
+	sh tools/vm/run.sh $(IMAGE_DIR)
 
 # passerellectl runs on NOC operators' laptops too: keep it building there.
 cross:

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Boot a qemu-arm64 image (make vm): wan0 on QEMU's user network (the
+# box's uplink, DHCP from QEMU), lan0 on a second user network where QEMU
+# plays a school computer at 10.99.0.2, with ports of the host forwarded
+# to the box's LAN address. The disk is kept between runs (delete it for
+# a first boot again). Ctrl-a x quits; `system_powerdown` on the monitor
+# powers the box off cleanly.
+#
+#   sh tools/vm/run.sh IMAGE_DIR [DISK]
+set -eu
+IMG=${1:?usage: run.sh IMAGE_DIR [DISK]}
+DISK=${2:-$IMG/vm-disk.img}
+[ -f "$DISK" ] || cp "$IMG/disk.img" "$DISK"
+cat <<MSG
+passerelle VM ($IMG, disk $DISK)
+  console: this terminal (JSON log); Ctrl-a x quits, Ctrl-a c then system_powerdown powers off
+  status page: https://127.0.0.1:8443/ (the box's 10.99.0.1:443, seen from the LAN)
+  DNS of the school zone: dig -p 5353 @127.0.0.1 example.org (10.99.0.1:53)
+  the box's uplink: QEMU user network, address 10.0.2.15 by DHCP
+MSG
+exec qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -smp 2 -nographic -no-reboot \
+	-kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" -append "$(cat "$IMG/cmdline")" \
+	-drive "file=$DISK,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,addr=0x4 \
+	-netdev user,id=wan -device virtio-net-pci,netdev=wan,addr=0x2,romfile= \
+	-netdev "user,id=lan,net=10.99.0.0/24,host=10.99.0.2,dhcpstart=10.99.0.200,restrict=on,hostfwd=tcp:127.0.0.1:8443-10.99.0.1:443,hostfwd=udp:127.0.0.1:5353-10.99.0.1:53" \
+	-device virtio-net-pci,netdev=lan,addr=0x3,romfile= \
+	-device i6300esb
