@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 	"tailscale.com/types/logger"
 
@@ -60,6 +61,12 @@ const tunnelConfigTail = `tunnel:
   academy_prefixes: [%s]
 `
 
+// tunnelDNSTail completes tunnelConfigTail with the academy's names.
+const tunnelDNSTail = `  academy_domains: [%s]
+  academy_resolvers: [%s]
+  tailnet_domain: %s
+`
+
 // tunnelLab is the demo school with the tunnel on, its lab academy and
 // the firmware running.
 type tunnelLab struct {
@@ -77,7 +84,8 @@ func startTunnelLab(t *testing.T) *tunnelLab {
 	}
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "perm", "tunnel", "authkey")
-	cfg := readDemo(t) + fmt.Sprintf(tunnelConfigTail, "https://203.0.113.100:443", keyFile, academy.DefaultPrefix)
+	cfg := readDemo(t) + fmt.Sprintf(tunnelConfigTail, "https://203.0.113.100:443", keyFile, academy.DefaultPrefix) +
+		fmt.Sprintf(tunnelDNSTail, academy.DefaultDomain, academy.DefaultResolver, academy.DefaultTailnetDomain)
 	fw := labFor(t, []byte(cfg), nil)
 	a, err := academy.Start(academy.Options{Lab: fw.lab, Tailscaled: ts, Dir: filepath.Join(dir, "academy"), Logf: logger.Discard})
 	if err != nil {
@@ -258,6 +266,45 @@ func TestTunnelAcademy(t *testing.T) {
 		want := netip.MustParseAddr("10.20.0.100")
 		if len(seen) == 0 || seen[len(seen)-1] != want {
 			t.Errorf("the academy saw %v, want the client's own address %s (no SNAT); answer %q", seen, want, body)
+		}
+	})
+
+	t.Run("AcademyNamesResolvedThroughTunnel", func(t *testing.T) {
+		// The academy's domain goes to its resolver (10.200.0.53, behind
+		// the tunnel), the tailnet's to the box's tailscaled.
+		var dc netip.Addr
+		for _, n := range tl.acad.Control().AllNodes() {
+			if n.Hostinfo.Valid() && n.Hostinfo.Hostname() == "academy-dc" && len(n.Addresses) > 0 {
+				dc = n.Addresses[0].Addr()
+			}
+		}
+		if !dc.IsValid() {
+			t.Fatal("the datacenter router has no tailnet address")
+		}
+		for name, want := range map[string]netip.Addr{
+			tl.acad.IntranetName():                  academy.DefaultService,
+			"academy-dc." + tl.acad.TailnetDomain(): dc,
+		} {
+			var got []netip.Addr
+			var err error
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				got, err = tl.lookupA("admin", name)
+				if err == nil && len(got) > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					d, derr := tl.lookupAt(tl.lab.Namespace(lab.RoleBox), "100.100.100.100:53", name)
+					t.Fatalf("%s not resolved by the box: %v %v (tailscaled's resolver asked from the box: %v %v)", name, got, err, d, derr)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if len(got) != 1 || got[0] != want {
+				t.Errorf("%s: the box answered %v, want %s", name, got, want)
+			}
+		}
+		if got, err := tl.lookupA("admin", "nothing."+tl.acad.Domain()); err == nil || !strings.Contains(err.Error(), "NXDOMAIN") {
+			t.Errorf("nothing.%s: %v %v, want the academy resolver's NXDOMAIN", tl.acad.Domain(), got, err)
 		}
 	})
 
@@ -869,4 +916,48 @@ func TestTunnelBench(t *testing.T) {
 	slices.Sort(gaps)
 	fmt.Printf("bench: tunnel gap after Renater carrier loss, %d runs: min %s, median %s, max %s (target <= 3s)\n",
 		len(gaps), gaps[0].Round(time.Millisecond), gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+}
+
+// lookupA asks the box's resolver of a zone for name's A records, from the
+// zone's client.
+func (tl *tunnelLab) lookupA(zone, name string) ([]netip.Addr, error) {
+	ns := tl.lab.Namespace(lab.RoleClient(zone))
+	var server string
+	for _, z := range tl.cfg.Zones {
+		if z.Name == zone {
+			server = netip.AddrPortFrom(z.Address, 53).String()
+		}
+	}
+	return tl.lookupAt(ns, server, name)
+}
+
+// lookupAt asks a DNS server for name's A records from a namespace.
+func (tl *tunnelLab) lookupAt(ns, server, name string) ([]netip.Addr, error) {
+	c, err := lab.DialContext(context.Background(), ns, "udp4", server)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	co := &dns.Conn{Conn: c}
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := co.WriteMsg(q); err != nil {
+		return nil, err
+	}
+	r, err := co.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return nil, fmt.Errorf("%s: %s", name, dns.RcodeToString[r.Rcode])
+	}
+	var out []netip.Addr
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ip, _ := netip.AddrFromSlice(a.A.To4())
+			out = append(out, ip)
+		}
+	}
+	return out, nil
 }

@@ -10,7 +10,10 @@
 //     key never sits in the rendered config);
 //   - the school subnets of tunnel.advertise_routes offered to the academy,
 //     the academy's routes accepted, the tailnet's DNS not accepted (the
-//     box's DNS filter forwards the academy's domains itself);
+//     box's DNS filter forwards the academy's domains itself: those of
+//     tunnel.academy_domains to the academy's resolvers over tailscale0,
+//     tunnel.tailnet_domain to tailscaled's resolver 100.100.100.100,
+//     which answers the tailnet's names even so; pkg/dnsfilter);
 //   - netfilter mode off (the box's firewall owns nftables: tailscaled must
 //     not add its own chains) and SNAT off, so the datacenter sees the real
 //     address of a school's client;

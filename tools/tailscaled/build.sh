@@ -13,8 +13,11 @@ GO=${GO:-go}
 # `go run tailscale.com/cmd/featuretags --min --add=...` at v1.102.5: --min
 # plus what a subnet router on a box uses. Without unixsocketidentity the
 # LocalAPI answers 403; ts_include_cli makes the binary the `tailscale` CLI
-# too when called by that name (debugging on the box).
-FEATURES=osrouter,advertiseroutes,useroutes,dns,c2n,health,portmapper,ipnbus,cli,unixsocketidentity
+# too when called by that name (debugging on the box). netstack is what
+# serves tailscaled's resolver, 100.100.100.100, on a kernel TUN: the box's
+# DNS filter forwards tunnel.tailnet_domain to it (MagicDNS names of the
+# tailnet); it costs 2.7 MiB (linux/amd64: 15.2 MB without, 18.0 MB with).
+FEATURES=netstack,osrouter,advertiseroutes,useroutes,dns,c2n,health,portmapper,ipnbus,cli,unixsocketidentity
 VERSION=$($GO list -m -f '{{.Version}}' tailscale.com)
 TAGS=${TAILSCALED_TAGS:-$($GO run tailscale.com/cmd/featuretags --min --add=$FEATURES)}
 KEY=$(printf '%s\n%s\n' "$VERSION" "$TAGS" | sha256sum | cut -c1-12)

@@ -30,10 +30,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 	"tailscale.com/derp/derpserver"
 	"tailscale.com/ipn"
@@ -60,6 +62,18 @@ var (
 	DefaultService = netip.MustParseAddr("10.200.0.10")
 )
 
+// The academy's names, answered by its resolver through the tunnel, and
+// the tailnet's MagicDNS suffix (Headscale's base_domain).
+var (
+	DefaultDomain        = "ac-lab.test"
+	DefaultResolver      = netip.MustParseAddrPort("10.200.0.53:53")
+	DefaultTailnetDomain = "ts.ac-lab.test"
+)
+
+// IntranetName is the one name the academy's resolver knows: it resolves
+// to the HTTP service.
+func (a *Academy) IntranetName() string { return "intranet." + a.o.Domain }
+
 // ServicePort is the datacenter HTTP service's port.
 const ServicePort = 8080 // the lab answers on :80 of every academy address
 
@@ -71,6 +85,11 @@ type Options struct {
 	Logf       logger.Logf
 	Prefix     netip.Prefix // the academy's private prefix; zero: DefaultPrefix
 	Service    netip.Addr   // the HTTP service's address in it; zero: DefaultService
+	// Domain, Resolver, TailnetDomain: zero means DefaultDomain,
+	// DefaultResolver, DefaultTailnetDomain.
+	Domain        string
+	Resolver      netip.AddrPort
+	TailnetDomain string
 }
 
 // Academy is a running lab academy.
@@ -103,6 +122,15 @@ func Start(o Options) (_ *Academy, err error) {
 	if o.Logf == nil {
 		o.Logf = logger.Discard
 	}
+	if o.Domain == "" {
+		o.Domain = DefaultDomain
+	}
+	if !o.Resolver.IsValid() {
+		o.Resolver = DefaultResolver
+	}
+	if o.TailnetDomain == "" {
+		o.TailnetDomain = DefaultTailnetDomain
+	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -129,6 +157,7 @@ func Start(o Options) (_ *Academy, err error) {
 		DERPMap:          derpMap,
 		RequireAuthKey:   a.authKey,
 		AllNodesSameUser: true,
+		MagicDNSDomain:   o.TailnetDomain,
 		ExplicitBaseURL:  a.ControlURL(),
 		Logf:             o.Logf,
 	}
@@ -137,6 +166,9 @@ func Start(o Options) (_ *Academy, err error) {
 	}
 	a.wg.Go(a.approveRoutes)
 	if err := a.startService(); err != nil {
+		return nil, err
+	}
+	if err := a.startResolver(); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -291,6 +323,73 @@ func (a *Academy) approveRoutes() {
 			a.control.SetSubnetRoutes(n.Key, want)
 			a.o.Logf("lab academy: approved routes %v of %s", want, n.Hostinfo.Hostname())
 		}
+	}
+}
+
+// Resolver is the academy's resolver (tunnel.academy_resolvers).
+func (a *Academy) Resolver() netip.AddrPort { return a.o.Resolver }
+
+// Domain is the academy's domain (tunnel.academy_domains).
+func (a *Academy) Domain() string { return a.o.Domain }
+
+// TailnetDomain is the tailnet's MagicDNS suffix (tunnel.tailnet_domain).
+func (a *Academy) TailnetDomain() string { return a.o.TailnetDomain }
+
+// addLoopback puts an address on the academy namespace's lo.
+func (a *Academy) addLoopback(ip netip.Addr) error {
+	return lab.RunInNamespace(a.ns, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrAdd(lo, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return err
+		}
+		return nil
+	})
+}
+
+// startResolver serves the academy's domain on the resolver address (UDP):
+// IntranetName is the HTTP service, any other name of the domain does not
+// exist, names elsewhere are refused.
+func (a *Academy) startResolver() error {
+	if err := a.addLoopback(a.o.Resolver.Addr()); err != nil {
+		return fmt.Errorf("academy resolver address: %w", err)
+	}
+	pc, err := lab.ListenPacket(a.ns, "udp4", a.o.Resolver.String())
+	if err != nil {
+		return fmt.Errorf("academy resolver: %w", err)
+	}
+	zone := dns.Fqdn(a.o.Domain)
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Authoritative = true
+		switch {
+		case len(q.Question) != 1 || !dns.IsSubDomain(zone, q.Question[0].Name):
+			m.Rcode = dns.RcodeRefused
+		case strings.EqualFold(q.Question[0].Name, dns.Fqdn(a.IntranetName())):
+			if q.Question[0].Qtype == dns.TypeA {
+				m.Answer = append(m.Answer, &dns.A{
+					Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+					A:   a.o.Service.AsSlice(),
+				})
+			}
+		default:
+			m.Rcode = dns.RcodeNameError
+		}
+		_ = w.WriteMsg(m)
+	})}
+	a.closers = append(a.closers, func() { _ = srv.Shutdown() })
+	started, errc := make(chan struct{}), make(chan error, 1)
+	srv.NotifyStartedFunc = func() { close(started) }
+	a.wg.Go(func() { errc <- srv.ActivateAndServe() })
+	select {
+	case <-started:
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("academy resolver: %w", err)
 	}
 }
 
