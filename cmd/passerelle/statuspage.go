@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"passerelle/pkg/config"
@@ -78,7 +79,10 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 	}
 	src := newStatusSource(d)
 	srv := status.New(status.Options{Source: src, Log: d.log.With("component", "status"),
-		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir})
+		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir,
+		// The orderly shutdown: as init it reboots the board; elsewhere
+		// (lab, development) the daemon exits.
+		Reboot: func() error { return syscall.Kill(os.Getpid(), syscall.SIGTERM) }})
 	go srv.Run(ctx)
 	if f.control != "" {
 		go func() {

@@ -40,6 +40,9 @@ type Options struct {
 	Lookup func(ctx context.Context, zone, name string) ([]netip.Addr, error)
 	// HTTPClient runs the HTTP check; nil: a client with a 5 s timeout.
 	HTTPClient *http.Client
+	// Reboot restarts the box (the daemon's orderly shutdown); nil
+	// offers no reboot.
+	Reboot func() error
 }
 
 // Server is the status page, the block page and the control socket's
@@ -355,6 +358,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /log", s.auth(s.eventLog))
 	mux.Handle("GET /diag", s.auth(s.diagForm))
 	mux.Handle("POST /diag", s.auth(s.diag))
+	mux.Handle("GET /reboot", s.auth(s.rebootForm))
+	mux.Handle("POST /reboot", s.auth(s.reboot))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w)
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
@@ -700,4 +705,29 @@ func (s *Server) funcs() template.FuncMap {
 			return strings.Join(parts, " ")
 		},
 	}
+}
+
+func (s *Server) rebootForm(w http.ResponseWriter, r *http.Request, sess *session) {
+	s.page(w, "reboot", sess, map[string]any{"Available": s.o.Reboot != nil})
+}
+
+// reboot restarts the box, only with the confirmation box ticked: the
+// form's first POST without it shows the question again.
+func (s *Server) reboot(w http.ResponseWriter, r *http.Request, sess *session) {
+	if s.o.Reboot == nil {
+		http.Error(w, "reboot not available", http.StatusNotImplemented)
+		return
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		s.page(w, "reboot", sess, map[string]any{"Available": true, "Ask": true})
+		return
+	}
+	s.log.Warn("status page: reboot asked by the technician", "event", "status-reboot", "client", clientAddr(r).String())
+	// After the answer is sent.
+	time.AfterFunc(time.Second, func() {
+		if err := s.o.Reboot(); err != nil {
+			s.log.Error("reboot", "err", err)
+		}
+	})
+	s.page(w, "reboot", sess, map[string]any{"Available": true, "Done": true})
 }

@@ -190,7 +190,7 @@ func (c *client) login(user, pass string) *httptest.ResponseRecorder {
 }
 
 // pages lists every GET page of the authenticated site.
-var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag"}
+var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot"}
 
 func TestNoPageWithoutLogin(t *testing.T) {
 	h := newHarness(t, bcryptOnce())
@@ -204,7 +204,7 @@ func TestNoPageWithoutLogin(t *testing.T) {
 			t.Errorf("GET %s without a session shows the box's state", p)
 		}
 	}
-	for _, p := range []string{"/diag", "/logout"} {
+	for _, p := range []string{"/diag", "/logout", "/reboot"} {
 		if rec := c.do("POST", p, url.Values{"csrf": {"x"}, "kind": {"dns"}, "target": {"a.test"}}); rec.Code != http.StatusUnauthorized {
 			t.Errorf("POST %s without a session: %d, want 401", p, rec.Code)
 		}
@@ -496,5 +496,33 @@ func TestScreenEnglish(t *testing.T) {
 	sc := BuildScreen(src, "en", time.Now())
 	if sc.Lines[0].Text != "OK via renater, 12 ms" || sc.Lines[1].Text != "backup ready" || sc.Overall != Warn {
 		t.Errorf("screen: %+v", sc)
+	}
+}
+
+func TestRebootNeedsCSRFAndConfirmation(t *testing.T) {
+	h := newHarness(t, bcryptOnce())
+	rebooted := make(chan struct{}, 1)
+	h.srv.o.Reboot = func() error { rebooted <- struct{}{}; return nil }
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	tok := csrfOf(t, c.do("GET", "/reboot", nil).Body.String())
+	if rec := c.do("POST", "/reboot", url.Values{"csrf": {"forged"}, "confirm": {"yes"}}); rec.Code != http.StatusForbidden {
+		t.Errorf("reboot with a forged CSRF token: %d", rec.Code)
+	}
+	if rec := c.do("POST", "/reboot", url.Values{"csrf": {tok}}); !strings.Contains(rec.Body.String(), "Cochez la case") {
+		t.Errorf("reboot without confirmation: %d\n%s", rec.Code, rec.Body.String())
+	}
+	select {
+	case <-rebooted:
+		t.Fatal("rebooted without confirmation or with a forged token")
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if rec := c.do("POST", "/reboot", url.Values{"csrf": {tok}, "confirm": {"yes"}}); !strings.Contains(rec.Body.String(), "La box redémarre") {
+		t.Errorf("confirmed reboot: %d", rec.Code)
+	}
+	select {
+	case <-rebooted:
+	case <-time.After(3 * time.Second):
+		t.Error("confirmed reboot did not reboot")
 	}
 }

@@ -42,6 +42,11 @@ func (t lang) advice(code string) string {
 }
 
 var textFR = map[string]string{
+	"nav-reboot":                  "Redémarrer",
+	"reboot-warning":              "Redémarrer coupe internet, le filtrage et les adresses de toute l'école pendant une à deux minutes.",
+	"reboot-confirm":              "Je confirme le redémarrage de la box",
+	"reboot-tick":                 "Cochez la case pour confirmer.",
+	"reboot-done":                 "La box redémarre : cette page reviendra dans une à deux minutes.",
 	"login-limited":               "Trop de tentatives : attendez une minute avant de réessayer.",
 	"login-bad":                   "Identifiant ou mot de passe incorrect.",
 	"login-none":                  "Aucun compte technicien n'est configuré (status_page.password_hash) : la connexion est impossible.",
@@ -150,6 +155,11 @@ var textFR = map[string]string{
 }
 
 var textEN = map[string]string{
+	"nav-reboot":                "Reboot",
+	"reboot-warning":            "A reboot cuts internet, filtering and addresses for the whole school for one or two minutes.",
+	"reboot-confirm":            "I confirm the box's reboot",
+	"reboot-tick":               "Tick the box to confirm.",
+	"reboot-done":               "The box reboots: this page will be back in one or two minutes.",
 	"login-limited":             "Too many attempts: wait a minute before trying again.",
 	"login-bad":                 "Wrong user name or password.",
 	"login-none":                "No technician account is configured (status_page.password_hash): nobody can log in.",
