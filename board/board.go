@@ -28,6 +28,9 @@ type Board struct {
 	Arch        string      `yaml:"arch"`
 	Interfaces  []Interface `yaml:"interfaces"`
 	Watchdog    *Watchdog   `yaml:"watchdog"`
+	// Console is the kernel's console= for the board's serial port
+	// (tools/mkimage writes it on the command line).
+	Console string `yaml:"console"`
 	// BootModules are loaded by the init before /perm is mounted, from
 	// the image's own modules (the config lives on /perm): storage
 	// controller, ext4, and the power key's input drivers.

@@ -138,19 +138,14 @@ func build(o options) error {
 	if _, err := writeGPTDisk(filepath.Join(o.out, "disk.img"), o.diskMiB<<20, "perm", "passerelle/"+b.Name); err != nil {
 		return err
 	}
-	cmdline := "console=" + console(b) + " quiet panic=-1 -- run --config " + ConfigPath + " --log-format json\n"
+	if b.Console == "" {
+		return fmt.Errorf("board %s: no console in board.yaml", b.Name)
+	}
+	cmdline := "console=" + b.Console + " quiet panic=-1 -- run --config " + ConfigPath + " --log-format json\n"
 	if err := os.WriteFile(filepath.Join(o.out, "cmdline"), []byte(cmdline), 0o644); err != nil {
 		return err
 	}
 	return writeManifest(o.out, kver, len(mods))
-}
-
-// console is the board's serial console for the kernel command line.
-func console(b *board.Board) string {
-	if b.Name == "qemu-arm64" {
-		return "ttyAMA0"
-	}
-	return "ttyS2,1500000"
 }
 
 func dpkgExtract(deb, dir string) error {
@@ -313,7 +308,7 @@ func copyFile(src, dst string) error {
 // check compares two builds' manifests).
 func writeManifest(out, kver string, modules int) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# kernel %s, %d module files\n", kver, modules)
+	fmt.Fprintf(&b, "# kernel %s, %d files under lib/modules\n", kver, modules)
 	for _, f := range []string{"vmlinuz", "initramfs.cpio.gz", "disk.img", "cmdline"} {
 		data, err := os.ReadFile(filepath.Join(out, f))
 		if err != nil {
