@@ -120,7 +120,7 @@ func TestBrowserStatusPage(t *testing.T) {
 			return os.WriteFile(filepath.Join(art, name), buf, 0o644)
 		})
 	}
-	var internet, fingerprint, why, category, title string
+	var internet, fingerprint, firewall, why, category, title string
 	err := chromedp.Run(ctx,
 		chromedp.Navigate("https://"+page+"/"),
 		chromedp.WaitVisible("#password", chromedp.ByQuery),
@@ -134,6 +134,10 @@ func TestBrowserStatusPage(t *testing.T) {
 		chromedp.Navigate("https://"+page+"/uplinks"),
 		chromedp.WaitVisible("table", chromedp.ByQuery),
 		shot("uplinks.png"),
+		chromedp.Navigate("https://"+page+"/firewall"),
+		chromedp.WaitVisible("table", chromedp.ByQuery),
+		chromedp.Text("table", &firewall, chromedp.ByQuery),
+		shot("firewall.png"),
 		chromedp.Navigate("https://"+page+"/diag"),
 		chromedp.WaitVisible("#target", chromedp.ByQuery),
 		chromedp.SendKeys("#target", gambling, chromedp.ByQuery),
@@ -158,6 +162,9 @@ func TestBrowserStatusPage(t *testing.T) {
 	}
 	if len(fingerprint) != 95 {
 		t.Errorf("footer fingerprint %q", fingerprint)
+	}
+	if !strings.Contains(firewall, "Paquets sortis vers internet par le lien renater") {
+		t.Errorf("firewall page: %q", firewall)
 	}
 	if !strings.Contains(why, "catégorie gambling") {
 		t.Errorf("DNS diagnostic of %s in peda: %q", gambling, why)

@@ -230,6 +230,15 @@ func (s *statusSource) Services() []status.Service {
 	return out
 }
 
+func (s *statusSource) FirewallCounters() ([]status.Counter, error) {
+	cs, err := s.d.c.fw.Counters()
+	out := make([]status.Counter, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, status.Counter{Name: c.Name, Packets: c.Packets, Bytes: c.Bytes})
+	}
+	return out, err
+}
+
 func (s *statusSource) ServiceOutput(name string) ([]byte, []byte, bool) {
 	return s.d.c.sup.Output(name)
 }

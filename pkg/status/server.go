@@ -358,6 +358,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /log", s.auth(s.eventLog))
 	mux.Handle("GET /diag", s.auth(s.diagForm))
 	mux.Handle("POST /diag", s.auth(s.diag))
+	mux.Handle("GET /firewall", s.auth(s.firewall))
 	mux.Handle("GET /reboot", s.auth(s.rebootForm))
 	mux.Handle("POST /reboot", s.auth(s.reboot))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -730,4 +731,34 @@ func (s *Server) reboot(w http.ResponseWriter, r *http.Request, sess *session) {
 		}
 	})
 	s.page(w, "reboot", sess, map[string]any{"Available": true, "Done": true})
+}
+
+// firewall shows the firewall's counters in words: what it stopped, what
+// it redirected, what went out through which link.
+func (s *Server) firewall(w http.ResponseWriter, r *http.Request, sess *session) {
+	cs, err := s.o.Source.FirewallCounters()
+	type line struct {
+		Text    string
+		Packets uint64
+		Bytes   uint64
+	}
+	var lines []line
+	for _, c := range cs {
+		lines = append(lines, line{CounterText(c.Name, s.lang()), c.Packets, c.Bytes})
+	}
+	s.page(w, "firewall", sess, map[string]any{"Lines": lines, "Err": errText(err)})
+}
+
+// CounterText says what a firewall counter counts.
+func CounterText(name, lang string) string {
+	t := tr(lang)
+	if v, ok := t.m["fw-"+name]; ok {
+		return v
+	}
+	for _, p := range []string{"pf-", "masq-"} {
+		if rest, ok := strings.CutPrefix(name, p); ok {
+			return t.f("fw-"+p+"%s", rest)
+		}
+	}
+	return t.f("fw-rule-%s", name)
 }

@@ -78,6 +78,9 @@ func (f *fakeSource) Boot() []BootPhase {
 	return []BootPhase{{Phase: "early", Steps: []BootStep{{Name: "mount /perm", Took: time.Millisecond}}}}
 }
 func (f *fakeSource) Version() string { return "test-1" }
+func (f *fakeSource) FirewallCounters() ([]Counter, error) {
+	return []Counter{{Name: "spoofed", Packets: 3}, {Name: "masq-renater", Packets: 1000, Bytes: 90000}, {Name: "pf-camera", Packets: 2}}, nil
+}
 
 const testPassword = "correct horse battery staple"
 
@@ -190,7 +193,7 @@ func (c *client) login(user, pass string) *httptest.ResponseRecorder {
 }
 
 // pages lists every GET page of the authenticated site.
-var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot"}
+var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot", "/firewall"}
 
 func TestNoPageWithoutLogin(t *testing.T) {
 	h := newHarness(t, bcryptOnce())
@@ -524,5 +527,17 @@ func TestRebootNeedsCSRFAndConfirmation(t *testing.T) {
 	case <-rebooted:
 	case <-time.After(3 * time.Second):
 		t.Error("confirmed reboot did not reboot")
+	}
+}
+
+func TestFirewallCountersInWords(t *testing.T) {
+	h := newHarness(t, bcryptOnce())
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	body := c.do("GET", "/firewall", nil).Body.String()
+	for _, want := range []string{"adresse source usurpée", "Paquets sortis vers internet par le lien renater", "redirection de port camera", "90000"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("firewall page lacks %q", want)
+		}
 	}
 }

@@ -35,7 +35,16 @@ type Source interface {
 	Services() []Service
 	ServiceOutput(name string) (stdout, stderr []byte, ok bool)
 	Boot() []BootPhase
+	// FirewallCounters are the live table's named counters.
+	FirewallCounters() ([]Counter, error)
 	Version() string
+}
+
+// Counter is one named counter of the firewall.
+type Counter struct {
+	Name    string `json:"name"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Applied says which configuration runs.
