@@ -15,13 +15,13 @@ cat <<MSG
 passerelle VM ($IMG, disk $DISK)
   console: this terminal (JSON log); Ctrl-a x quits, Ctrl-a c then system_powerdown powers off
   status page: https://127.0.0.1:8443/ (the box's 10.99.0.1:443, seen from the LAN)
-  DNS of the school zone: dig -p 5353 @127.0.0.1 example.org (10.99.0.1:53)
+  DNS of the school zone, over TCP: dig +tcp -p 5353 @127.0.0.1 example.org (10.99.0.1:53)
   the box's uplink: QEMU user network, address 10.0.2.15 by DHCP
 MSG
 exec qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -smp 2 -nographic -no-reboot \
 	-kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" -append "$(cat "$IMG/cmdline")" \
 	-drive "file=$DISK,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,addr=0x4 \
 	-netdev user,id=wan -device virtio-net-pci,netdev=wan,addr=0x2,romfile= \
-	-netdev "user,id=lan,net=10.99.0.0/24,host=10.99.0.2,dhcpstart=10.99.0.200,restrict=on,hostfwd=tcp:127.0.0.1:8443-10.99.0.1:443,hostfwd=udp:127.0.0.1:5353-10.99.0.1:53" \
+	-netdev "user,id=lan,net=10.99.0.0/24,host=10.99.0.2,dhcpstart=10.99.0.200,restrict=on,hostfwd=tcp:127.0.0.1:8443-10.99.0.1:443,hostfwd=tcp:127.0.0.1:5353-10.99.0.1:53" \
 	-device virtio-net-pci,netdev=lan,addr=0x3,romfile= \
 	-device i6300esb
