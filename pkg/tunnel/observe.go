@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -136,6 +137,12 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	t.mu.Lock()
 	t.obs.started = t.now()
 	t.mu.Unlock()
+	// The uplink is followed on its own, faster clock: a Status call can
+	// take seconds, and every 100 ms the tunnel stays on a dead uplink is
+	// 100 ms more of the academy out of reach.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { t.follow(ctx) })
 	tick := time.NewTicker(t.opts.Poll)
 	defer tick.Stop()
 	for {
@@ -156,7 +163,6 @@ func (t *Tunnel) poll(ctx context.Context) {
 	if p == nil || !p.Enabled || !running {
 		return
 	}
-	t.followUplink(p)
 
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	st, err := t.Client().Status(cctx)
@@ -288,19 +294,59 @@ func (t *Tunnel) warn(now time.Time) {
 	t.health.Raise("tunnel", warnDown, health.Critical, msg+". The school's administrative services at the academy are unreachable.")
 }
 
+// followEvery is how often the uplink of tailscaled's traffic is checked
+// (an in-memory question to the uplink manager).
+const followEvery = 100 * time.Millisecond
+
+// follow keeps tailscaled's own traffic on the right uplink until ctx is
+// done.
+func (t *Tunnel) follow(ctx context.Context) {
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	for {
+		t.mu.Lock()
+		p, running := t.plan, t.running
+		t.mu.Unlock()
+		if p != nil && p.Enabled && running && t.followUplink(p) {
+			t.rebind(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// rebind tells tailscaled that its traffic changed uplinks. Its paths to
+// peers are otherwise trusted for seconds after the last answer
+// (magicsock's trustUDPAddrDuration, 6.5 s), and the peer drops WireGuard
+// from an address it does not know: after a failover the tunnel waited for
+// that trust to lapse (~5 s measured). A rebind forgets the paths, so
+// tailscaled pings the peer at once on every path, through the relay too,
+// and the peer learns the box's new address from those pings.
+func (t *Tunnel) rebind(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := t.Client().DebugAction(ctx, "rebind"); err != nil {
+		t.log.Warn("tailscaled not told to rebind after the uplink change: the tunnel may take seconds longer to come back", "err", err)
+	}
+}
+
 // followUplink points tailscaled's own traffic at the preferred uplink
-// while it is usable, else at the uplink of new flows.
-func (t *Tunnel) followUplink(p *Plan) {
+// while it is usable, else at the uplink of new flows. It reports whether
+// the traffic moved from one uplink to another.
+func (t *Tunnel) followUplink(p *Plan) bool {
 	table := t.bypassTable(p)
 	t.mu.Lock()
 	cur := t.obs.bypass
 	t.mu.Unlock()
 	if table == cur {
-		return
+		return false
 	}
 	if err := setBypass(table); err != nil {
 		t.log.Error("tailscaled's traffic not moved", "err", err)
-		return
+		return false
 	}
 	t.mu.Lock()
 	t.obs.bypass = table
@@ -308,6 +354,7 @@ func (t *Tunnel) followUplink(p *Plan) {
 	if cur != 0 {
 		t.log.Info("tunnel traffic now through "+t.via(p, table), "event", "tunnel-uplink", "via", t.via(p, table), "table", table)
 	}
+	return cur != 0
 }
 
 type metrics struct {
