@@ -73,9 +73,15 @@ func (p *permSystem) resolve(ctx context.Context) (string, func(), error) {
 
 // waitDevice finds the partition, waiting up to PermWait for it: USB and
 // MMC storage is probed asynchronously after its driver loads, and a
-// partition table is read after the disk appears.
+// partition table is read after the disk appears. A device named outside
+// /dev (an image file: the lab, tests) is not waited for: files do not
+// appear by themselves.
 func (p *permSystem) waitDevice(ctx context.Context) (string, error) {
-	deadline := time.Now().Add(p.opts.PermWait)
+	wait := p.opts.PermWait
+	if d := p.opts.PermDevice; d != "" && !strings.HasPrefix(d, "/dev/") {
+		wait = 0
+	}
+	deadline := time.Now().Add(wait)
 	for waited := false; ; waited = true {
 		dev, err := p.opts.PermDevice, error(nil)
 		if dev == "" {
@@ -85,12 +91,15 @@ func (p *permSystem) waitDevice(ctx context.Context) (string, error) {
 		}
 		if err == nil {
 			if waited {
-				p.log.Info("persistent partition appeared", "device", dev, "waited", time.Since(deadline.Add(-p.opts.PermWait)).Round(time.Millisecond))
+				p.log.Info("persistent partition appeared", "device", dev, "waited", time.Since(deadline.Add(-wait)).Round(time.Millisecond))
 			}
 			return dev, nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%w (waited %s)", err, p.opts.PermWait)
+			if wait == 0 {
+				return "", err
+			}
+			return "", fmt.Errorf("%w (waited %s)", err, wait)
 		}
 		select {
 		case <-ctx.Done():

@@ -102,6 +102,9 @@ func TestPermRecoveryWithLoopImage(t *testing.T) {
 		{"unrecoverable image is reformatted", func(t *testing.T, img string) {
 			overwrite(t, img, 0, garbage)
 		}, PermReformatted, WarnPermReformatted, false},
+		{"blank image is a first boot", func(t *testing.T, img string) {
+			overwrite(t, img, 0, make([]byte, 16<<20))
+		}, PermInitialised, WarnPermInitialised, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
