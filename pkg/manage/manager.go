@@ -320,6 +320,9 @@ func (m *Manager) Wait(ctx context.Context, gen int) (Result, error) {
 	return Result{}, fmt.Errorf("no result for generation %d", gen)
 }
 
+// neverRan is the rollback's detail when no gate round ended in time.
+const neverRan = "the health gate never ran"
+
 // gate runs the probes until they all pass for the hold time (commit)
 // or the window ends (rollback).
 func (m *Manager) gate(w *window, win time.Duration, befores []any) {
@@ -327,7 +330,7 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 	deadline := start.Add(win)
 	hold := m.hold(win)
 	var passSince time.Time
-	why := "the health gate never ran"
+	why := neverRan
 	t := time.NewTicker(m.o.Every)
 	defer t.Stop()
 	for {
@@ -339,9 +342,9 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 		// The probes run together, and never past the deadline: a probe
 		// that hangs (a dead link) must not stretch the window.
 		round := min(2*time.Second, max(m.o.Every*4, 200*time.Millisecond))
-		end := m.now().Add(round)
+		end, cut := m.now().Add(round), false
 		if end.After(deadline) {
-			end = deadline.Add(time.Millisecond)
+			end, cut = deadline.Add(time.Millisecond), true
 		}
 		ctx, cancel := context.WithDeadline(m.ctx, end)
 		errs := make([]error, len(m.o.Probes))
@@ -356,13 +359,20 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 		wg.Wait()
 		cancel()
 		now := m.now()
-		var fails []string
+		var fails, stopped []string
 		for i, err := range errs {
-			if err != nil {
+			switch {
+			case err == nil:
+			case cut && ctx.Err() != nil && isTimeout(err):
+				// Stopped by the window's end, not failed: the last
+				// full round says why the gate did not pass.
+				stopped = append(stopped, m.o.Probes[i].Name)
+			default:
 				fails = append(fails, m.o.Probes[i].Name+": "+err.Error())
 			}
 		}
-		if len(fails) == 0 {
+		switch {
+		case len(fails) == 0 && len(stopped) == 0:
 			if passSince.IsZero() {
 				passSince = now
 			}
@@ -372,13 +382,21 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 				m.mu.Unlock()
 				return
 			}
-		} else {
+		case len(fails) > 0:
 			passSince = time.Time{}
 			why = strings.Join(fails, "; ")
 			m.log.Debug("health gate not passing yet", "gen", w.gen.N, "why", why)
+		default:
+			if !passSince.IsZero() {
+				why = fmt.Sprintf("the gate passed for %s, then %s did not answer before the window ended",
+					now.Sub(passSince).Round(time.Millisecond), strings.Join(stopped, ", "))
+			} else if why == neverRan {
+				why = strings.Join(stopped, ", ") + " did not answer before the window ended"
+			}
+			passSince = time.Time{}
 		}
 		if !now.Before(deadline) {
-			if len(fails) == 0 {
+			if len(fails) == 0 && len(stopped) == 0 {
 				why = fmt.Sprintf("the gate passed for %s only, not the %s required, when the window ended", now.Sub(passSince).Round(time.Millisecond), hold)
 			}
 			m.mu.Lock()
@@ -558,4 +576,11 @@ func (m *Manager) Config() *config.Config {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.running
+}
+
+// isTimeout reports whether err is a probe stopped by its deadline.
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) ||
+		strings.Contains(err.Error(), "does not answer") || strings.Contains(err.Error(), "i/o timeout")
 }
