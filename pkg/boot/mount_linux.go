@@ -78,6 +78,10 @@ const ImageBoardFile = "/etc/passerelle/board"
 // modules, and /perm is on that storage), the interface names and the
 // power key; then /perm. Only PID 1 may call it.
 func Early(ctx context.Context, log *slog.Logger, w *health.Registry, opts Options) Report {
+	b := imageBoard(log, opts.Board)
+	if b != nil && opts.PermWait <= 0 {
+		opts.PermWait = b.PermWait
+	}
 	opts.defaults()
 	if os.Getenv("PATH") == "" {
 		os.Setenv("PATH", defaultPath)
@@ -86,11 +90,7 @@ func Early(ctx context.Context, log *slog.Logger, w *health.Registry, opts Optio
 	rep = append(rep, runStep(ctx, log, "mounts", opts.StepTimeout, func(context.Context) (string, error) {
 		return mountAll(log, Mounts())
 	}))
-	b := imageBoard(log, opts.Board)
 	if b != nil {
-		if b.PermWait > 0 && opts.PermWait == 10*time.Second {
-			opts.PermWait = b.PermWait
-		}
 		rep = append(rep, runStep(ctx, log, "modules", opts.StepTimeout, func(context.Context) (string, error) {
 			note, err := loadModules(log, SystemSetup{Modules: b.AllModules()})
 			if err != nil {
