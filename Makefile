@@ -11,7 +11,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
 # Integration tests build namespaces and run the daemon: give them time,
 # but not the 90 minutes CI allows.
-TESTFLAGS ?= -count=1 -timeout 20m
+TESTFLAGS ?= -count=1 -timeout 45m
 
 .PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm
 
