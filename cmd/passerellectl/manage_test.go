@@ -36,7 +36,7 @@ func TestManageCLI(t *testing.T) {
 	}
 
 	f, err := fleettest.Start(fleettest.Options{N: 20, FailShare: 0.1, Seed: 3, Dir: filepath.Join(dir, "boxes"),
-		Window: 500 * time.Millisecond, Hold: 50 * time.Millisecond})
+		Window: 2 * time.Second, Hold: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func (r *rig) start(t *testing.T, probes ...Probe) {
 	t.Helper()
 	r.reg = prometheus.NewRegistry()
 	m, err := New(box.Deps{Metrics: r.reg, Health: r.h}, Options{Dir: r.dir, Submitter: r.box, Probes: probes,
-		Confirm: 2 * time.Second, Hold: 200 * time.Millisecond, Every: 50 * time.Millisecond})
+		Confirm: 5 * time.Second, Hold: 200 * time.Millisecond, Every: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

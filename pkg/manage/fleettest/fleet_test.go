@@ -20,7 +20,7 @@ func TestManageFleetWaves(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 boxes")
 	}
-	f, err := Start(Options{N: 2000, FailShare: 0.05, Seed: 1, Dir: t.TempDir(), Window: time.Second, Hold: 100 * time.Millisecond})
+	f, err := Start(Options{N: 2000, FailShare: 0.05, Seed: 1, Dir: t.TempDir(), Window: 3 * time.Second, Hold: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
