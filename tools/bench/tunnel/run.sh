@@ -22,4 +22,4 @@ if ! command -v iperf3 >/dev/null; then
 fi
 # The lab test harness builds the firmware and tailscaled (tools/tailscaled).
 PASSERELLE_TUNNEL_BENCH=1 PASSERELLE_TUNNEL_BENCH_RUNS=$runs \
-	go test -count=1 -timeout 15m -run '^TestTunnelBench$' ./integration/ | grep -E '^(bench:|ok|FAIL|---)'
+	go test -v -count=1 -timeout 15m -run '^TestTunnelBench$' ./integration/ | grep -E '^(bench:|ok|FAIL|--- FAIL)|Error|timed out'
