@@ -393,10 +393,13 @@ func TestTunnelAcademy(t *testing.T) {
 		waitUntil(t, "a direct path to the academy", 60*time.Second, func() bool { return tl.path() == "direct" })
 		mark := tl.mark()
 		inet := tl.lab.Namespace(lab.RoleInternet)
-		// The datacenter's WireGuard leaves from its transit address;
-		// DERP (TCP) and STUN stay reachable on 203.0.113.100.
+		// The datacenter's WireGuard may use either of its addresses (its
+		// transit address or 203.0.113.100, whichever endpoint the peers
+		// settled on): UDP to and from both is dropped, but STUN (3478);
+		// DERP is TCP and stays reachable.
 		nsRun(t, inet, "nft", "add table inet nodirect; add chain inet nodirect f { type filter hook forward priority 0; policy accept; }; "+
-			"add rule inet nodirect f meta l4proto udp ip saddr 198.51.100.254 drop; add rule inet nodirect f meta l4proto udp ip daddr 198.51.100.254 drop")
+			"add rule inet nodirect f ip saddr { 198.51.100.254, 203.0.113.100 } udp sport != 3478 drop; "+
+			"add rule inet nodirect f ip daddr { 198.51.100.254, 203.0.113.100 } udp dport != 3478 drop")
 		defer nsRun(t, inet, "nft", "delete table inet nodirect")
 		rec := tl.waitRecord(t, mark, 90*time.Second, "tunnel-path", map[string]string{"path": "relayed"})
 		t.Logf("path now relayed through %s", rec.str("relay"))
