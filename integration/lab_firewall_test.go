@@ -47,9 +47,8 @@ func exampleFiles(t *testing.T) []string {
 // Addresses of the simulated tunnel: tailscaled's TUN (tailscale0) in the
 // box, its far end in the lab's academy namespace.
 var (
-	tunnelBoxAddr  = netip.MustParsePrefix("100.64.0.1/30")
-	tunnelFarAddr  = netip.MustParsePrefix("100.64.0.2/30")
-	dmzServerHosts = 10 // the DMZ server the examples publish is the 10th host
+	tunnelBoxAddr = netip.MustParsePrefix("100.64.0.1/30")
+	tunnelFarAddr = netip.MustParsePrefix("100.64.0.2/30")
 )
 
 // fwLab is the firmware running a config in a lab, with what the
@@ -311,7 +310,6 @@ func boxService(dst, probe string) bool {
 // servers are the test servers of one matrix: TCP listeners that send
 // their name, UDP sockets that echo with their name in front.
 type servers struct {
-	mu      sync.Mutex
 	started map[string]bool // ns addr proto/port
 	named   map[string]bool // same key: the server is ours (checks its name)
 	closers []io.Closer

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	gobuild "go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -42,7 +42,7 @@ type binaries struct {
 // and only when a test needs them (a run as non-root builds nothing).
 var build = sync.OnceValues(func() (binaries, error) {
 	b := binaries{filepath.Join(binDir, "passerelle"), filepath.Join(binDir, "passerellectl")}
-	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binDir+"/", "./cmd/passerelle", "./cmd/passerellectl")
+	cmd := exec.Command(goTool(), "build", "-o", binDir+"/", "./cmd/passerelle", "./cmd/passerellectl")
 	cmd.Dir = ".." // the module root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return b, fmt.Errorf("go build: %v\n%s", err, out)
@@ -286,4 +286,13 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() boo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// goTool is the go command to build with: the one on PATH, else the
+// toolchain's own.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(gobuild.Default.GOROOT, "bin", "go")
 }

@@ -52,7 +52,7 @@ func TestQEMUBoot(t *testing.T) {
 	dir := t.TempDir()
 
 	start := time.Now()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin := goTool()
 	run := func(env []string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(args[0], args[1:]...)

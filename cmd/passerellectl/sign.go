@@ -181,9 +181,11 @@ func cmdPublish(args []string, stdout, stderr io.Writer) int {
 	}
 	sort.Slice(rep.Published, func(i, j int) bool { return rep.Published[i].UAI < rep.Published[j].UAI })
 	idx, _ := json.MarshalIndent(rep.Published, "", "  ")
-	if err := atomicfile.Replace(filepath.Join(*out, "index.json"), idx, 0o644); err == nil {
+	err = atomicfile.Replace(filepath.Join(*out, "index.json"), idx, 0o644)
+	if err == nil {
 		err = atomicfile.SyncDir(*out)
-	} else {
+	}
+	if err != nil {
 		rep.Failed = append(rep.Failed, err.Error())
 	}
 	if *asJSON {

@@ -134,7 +134,6 @@ type listener struct {
 	zone string
 	addr string
 	srv  *http.Server
-	err  error
 }
 
 // Run serves the page on the addresses the running configuration says,
@@ -368,8 +367,6 @@ func (s *Server) Handler() http.Handler {
 		mux.ServeHTTP(w, r)
 	})
 }
-
-type ctxKey struct{}
 
 // auth lets a request through only with a live session, and a POST only
 // with the session's CSRF token.
