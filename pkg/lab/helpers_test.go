@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"passerelle/pkg/lab"
+	"passerelle/pkg/rtnl"
 )
 
 func requireRoot(t *testing.T) {
@@ -75,20 +76,6 @@ func ipExec(t *testing.T, ns string, args ...string) {
 	}
 }
 
-// retryDump retries netlink dumps interrupted by concurrent changes.
-func retryDump[T any](dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range 10 {
-		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return v, err
-}
-
 // linksIn lists the links of a namespace ("" for the root namespace).
 func linksIn(t *testing.T, ns string) []netlink.Link {
 	t.Helper()
@@ -110,7 +97,7 @@ func linksIn(t *testing.T, ns string) []netlink.Link {
 		t.Fatalf("netlink handle for %q: %v", ns, err)
 	}
 	defer handle.Close()
-	links, err := retryDump(handle.LinkList)
+	links, err := rtnl.Dump(handle.LinkList)
 	if err != nil {
 		t.Fatalf("list links in %q: %v", ns, err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"passerelle/pkg/rtnl"
 )
 
 // NetnsDir is where named network namespaces are bind-mounted, the iproute2
@@ -119,30 +121,14 @@ func deleteNamedNS(name string) (removed bool, err error) {
 // (it should not), the thread stays locked to the goroutine so that no other
 // goroutine can ever run in the wrong namespace; the runtime destroys the
 // thread when the goroutine exits.
-func RunInNamespace(nsName string, fn func() error) (err error) {
+func RunInNamespace(nsName string, fn func() error) error {
 	target, err := netns.GetFromPath(nsPath(nsName))
 	if err != nil {
 		return fmt.Errorf("lab: open namespace %s: %w", nsName, err)
 	}
 	defer target.Close()
-
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("lab: open current namespace: %w", err)
+	if err := rtnl.Do(target, fn); err != nil {
+		return fmt.Errorf("lab: in namespace %s: %w", nsName, err)
 	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread() // setns failed: the thread did not move
-		return fmt.Errorf("lab: enter namespace %s: %w", nsName, err)
-	}
-	defer func() {
-		if rerr := netns.Set(orig); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("lab: leave namespace %s (thread left locked): %w", nsName, rerr))
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	return fn()
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"passerelle/pkg/rtnl"
 )
 
 // nsConn holds what is needed to configure one namespace: a handle on the
@@ -170,28 +172,11 @@ func addVeth(a *nsConn, aLink string, b *nsConn, bLink string) error {
 // linkByName looks a link up. On kernels without by-name lookup the library
 // falls back to a dump, which may be interrupted by concurrent changes.
 func (c *nsConn) linkByName(name string) (netlink.Link, error) {
-	link, err := retryInterrupted(func() (netlink.Link, error) { return c.nl.LinkByName(name) })
+	link, err := rtnl.Dump(func() (netlink.Link, error) { return c.nl.LinkByName(name) })
 	if err != nil {
 		return nil, fmt.Errorf("find link %s in %s: %w", name, c.name, err)
 	}
 	return link, nil
-}
-
-// retryInterrupted retries a netlink dump that the kernel reported as
-// interrupted (the data changed while being dumped; the result may be
-// inconsistent). Interruption is transient, so a few attempts suffice.
-func retryInterrupted[T any](dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range 10 {
-		v, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
 }
 
 func setLinkUp(c *nsConn, name string) error {

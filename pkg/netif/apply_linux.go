@@ -6,13 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"passerelle/pkg/rtnl"
 )
 
 // linuxSystem is the thin executor under diff: it observes the kernel
@@ -21,48 +22,15 @@ import (
 type linuxSystem struct {
 	// ns is the network namespace acted on; netns.None() means the
 	// daemon's own. Tests set it so they never touch the host.
-	ns netns.NsHandle
-	h  *netlink.Handle // opened on first use; the manager's mutex guards it
+	ns   netns.NsHandle
+	sock *rtnl.Socket // the manager's mutex guards it
 }
 
 func newSystem() system { return newLinuxSystem(netns.None()) }
 
-func newLinuxSystem(ns netns.NsHandle) *linuxSystem { return &linuxSystem{ns: ns} }
+func newLinuxSystem(ns netns.NsHandle) *linuxSystem { return &linuxSystem{ns: ns, sock: rtnl.In(ns)} }
 
-func (s *linuxSystem) handle() (*netlink.Handle, error) {
-	if s.h != nil {
-		return s.h, nil
-	}
-	var (
-		h   *netlink.Handle
-		err error
-	)
-	if s.ns.IsOpen() {
-		h, err = netlink.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
-	} else {
-		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	s.h = h
-	return h, nil
-}
-
-// retry repeats a netlink dump the kernel reports as interrupted (a link
-// or address changed during the dump).
-func retry[T any](dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range 10 {
-		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return v, err
-}
+func (s *linuxSystem) handle() (*netlink.Handle, error) { return s.sock.Handle() }
 
 const ipForward = "/proc/sys/net/ipv4/ip_forward"
 
@@ -72,7 +40,7 @@ func (s *linuxSystem) observe() (sysState, error) {
 		return sysState{}, err
 	}
 	st := sysState{Links: map[string]linkState{}}
-	links, err := retry(h.LinkList)
+	links, err := rtnl.Dump(h.LinkList)
 	if err != nil {
 		return st, fmt.Errorf("list links: %w", err)
 	}
@@ -89,7 +57,7 @@ func (s *linuxSystem) observe() (sysState, error) {
 			MTU:    a.MTU,
 		}
 	}
-	addrs, err := retry(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := rtnl.Dump(func() ([]netlink.Addr, error) { return h.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return st, fmt.Errorf("list addresses: %w", err)
 	}
@@ -187,7 +155,7 @@ func (s *linuxSystem) do(o op) error {
 // manager's policy routing.
 func (s *linuxSystem) legacyRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	routes, err := retry(func() ([]netlink.Route, error) {
+	routes, err := rtnl.Dump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -197,33 +165,8 @@ func (s *linuxSystem) legacyRoutes(h *netlink.Handle) ([]netlink.Route, error) {
 }
 
 // inNS runs f in s's namespace: /proc/sys/net shows the namespace of the
-// thread that opens it, so a sysctl of another namespace is read and
-// written from a thread moved there.
-func (s *linuxSystem) inNS(f func() error) error {
-	if !s.ns.IsOpen() {
-		return f()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(s.ns); err != nil {
-			errc <- err
-			return
-		}
-		err = f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and ends with the goroutine
-		errc <- err
-	}()
-	return <-errc
-}
+// thread that opens it.
+func (s *linuxSystem) inNS(f func() error) error { return rtnl.Do(s.ns, f) }
 
 func toIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}

@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"passerelle/pkg/rtnl"
 )
 
 // NS is a fresh network namespace owned by one test.
@@ -86,28 +88,7 @@ func (n *NS) Handle() *netlink.Handle {
 
 // Do runs f on an OS thread that is inside the namespace, and waits for
 // it. Code in f that starts goroutines leaves the namespace with them.
-func (n *NS) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.ns); err != nil {
-			errc <- err
-			return
-		}
-		err = f()
-		if serr := netns.Set(orig); serr == nil {
-			runtime.UnlockOSThread()
-		} // else the thread stays locked and dies with the goroutine
-		errc <- err
-	}()
-	return <-errc
-}
+func (n *NS) Do(f func() error) error { return rtnl.Do(n.ns, f) }
 
 // Enter moves a goroutine's thread into the namespace for good: for code
 // that must live there (a server loop). The thread is never given back to

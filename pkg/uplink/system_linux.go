@@ -14,9 +14,11 @@ import (
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"passerelle/pkg/netmark"
+	"passerelle/pkg/rtnl"
 )
 
 // RouteProtocol marks the routes and rules this package installs
@@ -29,41 +31,17 @@ const RouteProtocol = 124
 type linuxSystem struct {
 	log *slog.Logger
 
-	mu sync.Mutex
-	h  *netlink.Handle
+	mu   sync.Mutex
+	sock *rtnl.Socket
 
 	ctMu sync.Mutex
 	ct   *conntrack.Conn // kept open too: failover deletes connections right away
 }
 
-func newSystem(log *slog.Logger) system { return &linuxSystem{log: log} }
+func newSystem(log *slog.Logger) system { return &linuxSystem{log: log, sock: rtnl.In(netns.None())} }
 
 // handle returns the shared netlink handle; s.mu is held.
-func (s *linuxSystem) handle() (*netlink.Handle, error) {
-	if s.h != nil {
-		return s.h, nil
-	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
-	s.h = h
-	return h, nil
-}
-
-// retry repeats a netlink dump the kernel reports as interrupted.
-func retry[T any](dump func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range 10 {
-		if v, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	return v, err
-}
+func (s *linuxSystem) handle() (*netlink.Handle, error) { return s.sock.Handle() }
 
 // ours reports whether a rule priority is one this package manages.
 func ours(prio int) bool {
@@ -130,7 +108,7 @@ func (s *linuxSystem) syncRouting(p *Plan, gws map[int]netip.Addr) error {
 
 // syncRules makes our rule priorities hold exactly want.
 func (s *linuxSystem) syncRules(h *netlink.Handle, want []rule) error {
-	have, err := retry(func() ([]netlink.Rule, error) { return h.RuleList(netlink.FAMILY_V4) })
+	have, err := rtnl.Dump(func() ([]netlink.Rule, error) { return h.RuleList(netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list rules: %w", err)
 	}
@@ -213,7 +191,7 @@ func defaultRoute(h *netlink.Handle, table int, links []Link, members []member, 
 
 // syncTable makes table hold exactly want (nil: nothing).
 func syncTable(h *netlink.Handle, table int, want *netlink.Route) error {
-	have, err := retry(func() ([]netlink.Route, error) {
+	have, err := rtnl.Dump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -238,7 +216,7 @@ func syncTable(h *netlink.Handle, table int, want *netlink.Route) error {
 
 // pruneTable removes every route of table but the default one.
 func pruneTable(h *netlink.Handle, table int) error {
-	have, err := retry(func() ([]netlink.Route, error) {
+	have, err := rtnl.Dump(func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -538,7 +516,7 @@ func (s *linuxSystem) resolveGateway(ifname string, gw netip.Addr) error {
 	}
 	idx := link.Attrs().Index
 	ip := gw.AsSlice()
-	neighs, err := retry(func() ([]netlink.Neigh, error) { return h.NeighList(idx, netlink.FAMILY_V4) })
+	neighs, err := rtnl.Dump(func() ([]netlink.Neigh, error) { return h.NeighList(idx, netlink.FAMILY_V4) })
 	if err == nil {
 		for _, n := range neighs {
 			valid := n.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0
