@@ -93,7 +93,7 @@ func TestQEMUBoot(t *testing.T) {
 		boots   float64
 	}{{"initialised", 1}, {"mounted", 2}} {
 		t.Run(fmt.Sprintf("boot%d", boot+1), func(t *testing.T) {
-			vm := startVM(t, img, disk, filepath.Join(dir, fmt.Sprintf("mon%d.sock", boot)))
+			vm := startVM(t, img, disk, filepath.Join(dir, fmt.Sprintf("mon%d.sock", boot)), lanPort{})
 			ev := vm.waitEvent(t, 90*time.Second, func(e map[string]any) bool { return e["event"] == "perm-ready" })
 			if ev["outcome"] != want.outcome || ev["boots"] != want.boots {
 				t.Errorf("/perm: %v (boot %v), want %s (boot %v)", ev["outcome"], ev["boots"], want.outcome, want.boots)
@@ -154,7 +154,7 @@ type vm struct {
 	notify chan struct{}
 }
 
-func startVM(t *testing.T, img, disk, mon string) *vm {
+func startVM(t *testing.T, img, disk, mon string, lan lanPort) *vm {
 	t.Helper()
 	cmdline, err := os.ReadFile(filepath.Join(img, "cmdline"))
 	if err != nil {
@@ -167,8 +167,9 @@ func startVM(t *testing.T, img, disk, mon string) *vm {
 		"-append", strings.TrimSpace(string(cmdline)),
 		"-drive", "file="+disk+",format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,addr=0x4",
 		"-netdev", "user,id=wan", "-device", "virtio-net-pci,netdev=wan,addr=0x2,romfile=",
-		"-netdev", "user,id=lan,restrict=on", "-device", "virtio-net-pci,netdev=lan,addr=0x3,romfile=",
+		"-netdev", lan.netdevArg(), "-device", "virtio-net-pci,netdev=lan,addr=0x3,romfile=",
 		"-device", "i6300esb")
+	v.cmd.ExtraFiles = lan.files
 	out, err := v.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
