@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"passerelle/pkg/dnsfilter"
 	"passerelle/pkg/eventlog"
 	"passerelle/pkg/health"
+	"passerelle/pkg/netmark"
 	"passerelle/pkg/status"
 	"passerelle/pkg/timesync"
 	"passerelle/pkg/tunnel"
@@ -79,7 +81,7 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 	}
 	src := newStatusSource(d)
 	srv := status.New(status.Options{Source: src, Log: d.log.With("component", "status"),
-		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir,
+		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir, Uplinks: src,
 		// The orderly shutdown: as init it reboots the board; elsewhere
 		// (lab, development) the daemon exits.
 		Reboot: func() error { return syscall.Kill(os.Getpid(), syscall.SIGTERM) }})
@@ -152,6 +154,22 @@ func (s *statusSource) Uplinks() []status.Uplink {
 			Carrier: u.Carrier, Active: u.Active, Standby: u.Standby, RTT: u.RTT, Loss: u.Loss, Address: u.Address, Gateway: u.Gateway})
 	}
 	return out
+}
+
+// Pin pins a diagnostic's socket to the named uplink the way the
+// uplink's own probes are: bound to its interface and marked for its
+// routing table, so it leaves there whichever link carries new flows.
+func (s *statusSource) Pin(name string) (func(string, string, syscall.RawConn) error, error) {
+	mark, ok := s.d.c.uplinks.Mark(name)
+	if !ok {
+		return nil, fmt.Errorf("no uplink named %q", name)
+	}
+	for _, u := range s.d.c.uplinks.Status() {
+		if u.Name == name {
+			return netmark.BindControl(u.Interface, mark), nil
+		}
+	}
+	return nil, fmt.Errorf("uplink %s has no interface yet", name)
 }
 
 func (s *statusSource) Tunnel() (status.Tunnel, bool) {

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"embed"
-	"errors"
 	"fmt"
 	"html/template"
 	"log/slog"
@@ -38,8 +37,12 @@ type Options struct {
 	// Lookup resolves a name as a zone's clients would (the DNS
 	// diagnostic); nil asks the box's DNS server on the zone's address.
 	Lookup func(ctx context.Context, zone, name string) ([]netip.Addr, error)
-	// HTTPClient runs the HTTP check; nil: a client with a 5 s timeout.
+	// HTTPClient runs the HTTP check; nil: a client pinned to the
+	// uplink the technician chose (through Uplinks).
 	HTTPClient *http.Client
+	// Uplinks pins the diagnostics (HTTP check, ping, traceroute) to the
+	// chosen uplink; nil: the box's routing decides (tests).
+	Uplinks Pinner
 	// Reboot restarts the box (the daemon's orderly shutdown); nil
 	// offers no reboot.
 	Reboot func() error
@@ -56,6 +59,7 @@ type Server struct {
 	logins   *limiter
 	diags    *limiter
 	history  *history
+	icmpBusy chan struct{} // one ping or traceroute at a time
 
 	certOnce sync.Once
 	cert     tls.Certificate
@@ -73,9 +77,6 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	}
 	s := &Server{
 		o: o, log: o.Log, now: o.Now,
 		sessions: newSessions(o.Now),
@@ -85,6 +86,7 @@ func New(o Options) *Server {
 		// Diagnostics: 10 at once, then one every 6 s.
 		diags:     newLimiter(o.Now, 10, 6*time.Second, 20, 3*time.Second),
 		history:   newHistory(360),
+		icmpBusy:  make(chan struct{}, 1),
 		listeners: map[string]*listener{},
 	}
 	s.tmpl = template.Must(template.New("").Funcs(s.funcs()).ParseFS(templateFS, "templates/*.html"))
@@ -581,103 +583,6 @@ func (s *Server) eventLog(w http.ResponseWriter, r *http.Request, sess *session)
 	s.page(w, "log", sess, map[string]any{"Records": recs, "Err": err, "Persistent": s.o.EventLogDir != ""})
 }
 
-func (s *Server) statusZones() []string {
-	var out []string
-	if c := s.cfg(); c != nil {
-		for _, z := range c.Zones {
-			out = append(out, z.Name)
-		}
-	}
-	return out
-}
-
-func (s *Server) diagForm(w http.ResponseWriter, r *http.Request, sess *session) {
-	s.page(w, "diag", sess, map[string]any{"Zones": s.statusZones()})
-}
-
-// diag runs one diagnostic: a DNS lookup as a zone's clients see it, with
-// the filter's explanation, or an HTTP check from the box.
-func (s *Server) diag(w http.ResponseWriter, r *http.Request, sess *session) {
-	data := map[string]any{"Zones": s.statusZones()}
-	if ok, after := s.diags.allow(clientAddr(r)); !ok {
-		w.Header().Set("Retry-After", retryAfter(after))
-		w.WriteHeader(http.StatusTooManyRequests)
-		data["Error"] = tr(s.lang()).s("diag-limited")
-		s.page(w, "diag", sess, data)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 6*time.Second)
-	defer cancel()
-	kind := r.PostFormValue("kind")
-	target := strings.TrimSpace(r.PostFormValue("target"))
-	zone := r.PostFormValue("zone")
-	data["Kind"], data["Target"], data["Zone"] = kind, target, zone
-	if len(target) > 255 || target == "" {
-		data["Error"] = tr(s.lang()).s("diag-target")
-		s.page(w, "diag", sess, data)
-		return
-	}
-	switch kind {
-	case "dns":
-		why := s.o.Source.Why(zone, target)
-		data["Why"] = why
-		data["Explain"] = Explain(why, s.lang())
-		if why.Verdict != "invalid" && why.Verdict != "unknown-zone" {
-			addrs, err := s.lookup(ctx, zone, why.Name)
-			data["Addrs"], data["LookupErr"] = addrs, errText(err)
-		}
-	case "http":
-		u := target
-		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			u = "https://" + u
-		}
-		start := time.Now()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err == nil {
-			var resp *http.Response
-			if resp, err = s.o.HTTPClient.Do(req); err == nil {
-				resp.Body.Close()
-				data["HTTPStatus"] = resp.Status
-			}
-		}
-		data["HTTPErr"], data["Took"] = errText(err), time.Since(start).Round(time.Millisecond)
-	default:
-		data["Error"] = tr(s.lang()).s("diag-target")
-	}
-	s.page(w, "diag", sess, data)
-}
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func (s *Server) lookup(ctx context.Context, zone, name string) ([]netip.Addr, error) {
-	if s.o.Lookup != nil {
-		return s.o.Lookup(ctx, zone, name)
-	}
-	c := s.cfg()
-	if c == nil {
-		return nil, errors.New("no configuration")
-	}
-	var server string
-	for _, z := range c.Zones {
-		if z.Name == zone {
-			server = net.JoinHostPort(z.Address.String(), "53")
-		}
-	}
-	if server == "" {
-		return nil, fmt.Errorf("no zone %q", zone)
-	}
-	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, server)
-	}}
-	return res.LookupNetIP(ctx, "ip4", name)
-}
-
 func (s *Server) funcs() template.FuncMap {
 	return template.FuncMap{
 		"t": func(lang, key string) string { return tr(lang).s(key) },
@@ -687,9 +592,10 @@ func (s *Server) funcs() template.FuncMap {
 			}
 			return t.Local().Format("02/01/2006 15:04:05")
 		},
-		"ms":      func(d time.Duration) string { return ms(d) },
-		"pct":     func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
-		"explain": func(w Why, lang string) string { return Explain(w, lang) },
+		"ms":        func(d time.Duration) string { return ms(d) },
+		"diagKinds": func() []string { return []string{diagDNS, diagPing, diagTraceroute, diagHTTP} },
+		"pct":       func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
+		"explain":   func(w Why, lang string) string { return Explain(w, lang) },
 		"attrs": func(r eventlog.Record) string {
 			var parts []string
 			for k := range r {
