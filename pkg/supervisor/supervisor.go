@@ -185,15 +185,16 @@ func (s *Supervisor) Add(spec Spec) error {
 		return fmt.Errorf("service %s: already supervised", spec.Name)
 	}
 	svc := &service{
-		spec:   spec,
-		hist:   newHistory(s.opts.Policy),
-		stdout: NewRing(s.opts.OutputSize),
-		stderr: NewRing(s.opts.OutputSize),
-		stopc:  make(chan context.Context, 1),
-		ready:  make(chan struct{}),
-		done:   make(chan struct{}),
-		state:  Stopped,
-		since:  s.now(),
+		spec:     spec,
+		hist:     newHistory(s.opts.Policy),
+		stdout:   NewRing(s.opts.OutputSize),
+		stderr:   NewRing(s.opts.OutputSize),
+		stopc:    make(chan context.Context, 1),
+		restartc: make(chan struct{}, 1),
+		ready:    make(chan struct{}),
+		done:     make(chan struct{}),
+		state:    Stopped,
+		since:    s.now(),
 	}
 	s.services = append(s.services, svc)
 	if s.started {
@@ -311,6 +312,34 @@ func (s *Supervisor) stopService(ctx context.Context, svc *service) error {
 	return fmt.Errorf("service %s: did not stop", svc.spec.Name)
 }
 
+// Restart ends a service's running instance as Stop would (SIGTERM, then
+// SIGKILL after the policy's StopTimeout) and starts it again at once; a
+// service waiting in backoff, marked failed or finished starts at once.
+// A restart asked for is not a crash: it does not count towards the crash
+// loop. The technician's status page calls it; name must be supervised.
+func (s *Supervisor) Restart(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(s.services, func(o *service) bool { return o.spec.Name == name })
+	switch {
+	case i < 0:
+		return fmt.Errorf("service %q: not supervised", name)
+	case s.stopped:
+		return fmt.Errorf("service %s: the supervisor is stopping", name)
+	case !s.services[i].launched:
+		return fmt.Errorf("service %s: not started yet", name)
+	}
+	switch s.services[i].state {
+	case Stopping, Stopped:
+		return fmt.Errorf("service %s: %s", name, s.services[i].state)
+	}
+	select {
+	case s.services[i].restartc <- struct{}{}:
+	default: // one already asked and not yet taken: the same restart
+	}
+	return nil
+}
+
 // Status returns a snapshot of every service, in start order.
 func (s *Supervisor) Status() []Status {
 	s.mu.Lock()
@@ -358,6 +387,7 @@ type service struct {
 	hist           *history
 	stdout, stderr *Ring
 	stopc          chan context.Context
+	restartc       chan struct{} // a restart asked for (Restart)
 	stopOnce       sync.Once
 	ready          chan struct{} // closed when first ready
 	readyOnce      sync.Once
@@ -400,9 +430,10 @@ func (s *Supervisor) setState(svc *service, st State, reason string, next time.T
 
 // exit is how one run of a service ended.
 type exit struct {
-	code     int // exit code; -1 for a signal or an internal error
-	desc     string
-	finished bool // an internal service returned nil on its own
+	code      int // exit code; -1 for a signal or an internal error
+	desc      string
+	finished  bool // an internal service returned nil on its own
+	requested bool // stopped by Restart: start again at once
 }
 
 // instance is one run of a service.
@@ -448,9 +479,12 @@ func (s *Supervisor) runService(svc *service) {
 		svc.pid, svc.lastExit, svc.lastAt = 0, ex.desc, s.now()
 		s.mu.Unlock()
 		var dec Decision
-		if ex.finished {
+		switch {
+		case ex.requested:
+			dec = Decision{Action: Restart, Reason: "restart requested"}
+		case ex.finished:
 			dec = Decision{Action: Done, Reason: "finished"}
-		} else {
+		default:
 			dec = svc.hist.exited(s.now(), started, ex.code)
 		}
 		var wait time.Duration
@@ -459,11 +493,20 @@ func (s *Supervisor) runService(svc *service) {
 			log.Info("service exited; not restarting it", "exit", ex.desc, "reason", dec.Reason)
 			s.setState(svc, Finished, dec.Reason, time.Time{})
 			svc.readyOnce.Do(func() { close(svc.ready) })
-			// Stay until stopped, so Stop and Status keep seeing it.
-			s.waitStop(svc)
-			return
+			// Stay until stopped (so Stop and Status keep seeing it) or
+			// restarted.
+			if !s.waitStop(svc) {
+				return
+			}
+			log.Info("service restarted on request", "event", "service-restart", "exit", ex.desc, "requested", true, "after", time.Duration(0))
+			continue
 		case Restart:
-			log.Warn("service exited; restarting", "event", "service-restart", "exit", ex.desc, "ran", s.now().Sub(started).Round(time.Millisecond), "after", dec.After)
+			if ex.requested {
+				log.Info("service restarted on request", "event", "service-restart", "exit", ex.desc, "requested", true,
+					"ran", s.now().Sub(started).Round(time.Millisecond), "after", time.Duration(0))
+				continue
+			}
+			log.Warn("service exited; restarting", "event", "service-restart", "exit", ex.desc, "ran", s.now().Sub(started).Round(time.Millisecond), "after", dec.After, "requested", false)
 			s.setState(svc, Backoff, dec.Reason, s.now().Add(dec.After))
 			wait = dec.After
 		case Fail:
@@ -482,6 +525,9 @@ func (s *Supervisor) runService(svc *service) {
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+		case <-svc.restartc:
+			t.Stop()
+			log.Info("service restarted on request", "event", "service-restart", "exit", ex.desc, "requested", true, "after", time.Duration(0))
 		case <-svc.stopc:
 			// Nothing runs: stopping is immediate.
 			t.Stop()
@@ -492,10 +538,16 @@ func (s *Supervisor) runService(svc *service) {
 	}
 }
 
-// waitStop parks a finished service until the supervisor stops it.
-func (s *Supervisor) waitStop(svc *service) {
-	<-svc.stopc
-	s.setState(svc, Stopped, svc.reason, time.Time{})
+// waitStop parks a finished service until the supervisor stops it (false)
+// or a restart is asked for (true).
+func (s *Supervisor) waitStop(svc *service) bool {
+	select {
+	case <-svc.stopc:
+		s.setState(svc, Stopped, svc.reason, time.Time{})
+		return false
+	case <-svc.restartc:
+		return true
+	}
 }
 
 // watch waits for one run to end: it exits, or the supervisor stops it.
@@ -516,7 +568,7 @@ func (s *Supervisor) watch(svc *service, inst instance, started time.Time, log *
 		select {
 		case <-readyc:
 			readyc = nil
-			log.Info("service ready", "pid", inst.pid())
+			log.Info("service ready", "event", "service-ready", "pid", inst.pid())
 			s.setState(svc, Running, "", time.Time{})
 			svc.readyOnce.Do(func() { close(svc.ready) })
 		case <-stable.C:
@@ -527,6 +579,11 @@ func (s *Supervisor) watch(svc *service, inst instance, started time.Time, log *
 		case sctx := <-svc.stopc:
 			s.stopInstance(svc, inst, sctx, log)
 			return exit{}, true
+		case <-svc.restartc:
+			sctx, cancel := context.WithTimeout(s.base, s.opts.Policy.StopTimeout)
+			s.stopInstance(svc, inst, sctx, log)
+			cancel()
+			return exit{code: 0, desc: "stopped for a restart", requested: true}, false
 		}
 	}
 }

@@ -403,3 +403,65 @@ func TestFailedServiceIsRetriedAfterFailedRetry(t *testing.T) {
 		t.Errorf("restarts = %d, want the retry counted", st.Restarts)
 	}
 }
+
+// TestRestartOnRequest: a running child is stopped and started again at
+// once with a new pid, an internal service gets a new context, a failed
+// one starts without waiting for its retry, and none of it counts as a
+// crash; unknown names are refused.
+func TestRestartOnRequest(t *testing.T) {
+	s, logs, _ := newTestSupervisor(t, fastPolicy(), nil)
+	var runs atomic.Int32
+	s.Add(Spec{Name: "child", Command: sh("trap 'exit 0' TERM; while :; do sleep 0.01; done")})
+	s.Add(Spec{Name: "inner", Run: func(ctx context.Context) error { runs.Add(1); <-ctx.Done(); return nil }})
+	s.Add(Spec{Name: "oneshot", Command: sh(fmt.Sprintf("exit %d", DoNotRestart))})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "child running", func() bool { return statusOf(s, "child").State == Running })
+	waitFor(t, "oneshot finished", func() bool { return statusOf(s, "oneshot").State == Finished })
+	pid := statusOf(s, "child").PID
+	for _, name := range []string{"child", "inner", "oneshot"} {
+		if err := s.Restart(name); err != nil {
+			t.Fatalf("Restart(%s): %v", name, err)
+		}
+	}
+	waitFor(t, "child running with a new pid", func() bool {
+		st := statusOf(s, "child")
+		return st.State == Running && st.PID != pid && st.PID != 0
+	})
+	waitFor(t, "inner started again", func() bool { return runs.Load() == 2 && statusOf(s, "inner").State == Running })
+	waitFor(t, "oneshot ran again", func() bool { return statusOf(s, "oneshot").Restarts == 1 })
+	if running(pid) {
+		t.Errorf("the old child %d still runs", pid)
+	}
+	recs := logs.records("service restarted on request")
+	if len(recs) != 3 {
+		t.Errorf("%d restart records, want 3: %v", len(recs), recs)
+	}
+	for _, r := range recs {
+		if r["event"] != "service-restart" || r["requested"] != true {
+			t.Errorf("restart record %v", r)
+		}
+	}
+	if st := statusOf(s, "child"); st.Restarts != 1 || st.State != Running {
+		t.Errorf("child after a restart: %+v", st)
+	}
+	if err := s.Restart("nope"); err == nil || !strings.Contains(err.Error(), "not supervised") {
+		t.Errorf("Restart(nope) = %v", err)
+	}
+}
+
+// TestRestartDoesNotCountAsCrash: many restarts in a row never mark a
+// service failed.
+func TestRestartDoesNotCountAsCrash(t *testing.T) {
+	s, _, _ := newTestSupervisor(t, fastPolicy(), nil)
+	s.Add(Spec{Name: "inner", Run: func(ctx context.Context) error { <-ctx.Done(); return nil }})
+	s.Start(context.Background())
+	for i := range 8 {
+		waitFor(t, "inner running", func() bool { return statusOf(s, "inner").State == Running && statusOf(s, "inner").Restarts == i })
+		if err := s.Restart("inner"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "inner running", func() bool { return statusOf(s, "inner").Restarts == 8 && statusOf(s, "inner").State == Running })
+}
