@@ -32,6 +32,8 @@ const (
 	RollbackApply   = "apply-failed"  // the box could not apply it
 	RollbackRestart = "restart"       // the box restarted inside the window
 	RollbackBadBoot = "boot-unusable" // the stored generation did not parse at boot
+	// RollbackTechnician: asked for on the status page (RollBack).
+	RollbackTechnician = "technician"
 )
 
 // Submitter is the daemon's one path by which a configuration becomes the
@@ -339,6 +341,9 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 			return // the pending marker stays: the next boot rolls back
 		case <-t.C:
 		}
+		if !m.stillPending(w) {
+			return // decided by the technician (Confirm, RollBack)
+		}
 		// The probes run together, and never past the deadline: a probe
 		// that hangs (a dead link) must not stretch the window.
 		round := min(2*time.Second, max(m.o.Every*4, 200*time.Millisecond))
@@ -378,7 +383,9 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 			}
 			if now.Sub(passSince) >= hold {
 				m.mu.Lock()
-				m.commit(w)
+				if m.pending == w {
+					m.commit(w)
+				}
 				m.mu.Unlock()
 				return
 			}
@@ -400,7 +407,9 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 				why = fmt.Sprintf("the gate passed for %s only, not the %s required, when the window ended", now.Sub(passSince).Round(time.Millisecond), hold)
 			}
 			m.mu.Lock()
-			m.rollback(w, RollbackGate, why)
+			if m.pending == w {
+				m.rollback(w, RollbackGate, why)
+			}
 			m.mu.Unlock()
 			return
 		}
