@@ -48,6 +48,7 @@ type daemon struct {
 	flags initFlags
 	extra []supervisor.Spec
 	mg    manageState // the NOC's bundles (manage.go)
+	up    updateState // firmware updates (update.go)
 
 	wd *watchdog.Watchdog
 

@@ -163,6 +163,9 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 		return nil
 	}
 	api := &manage.API{M: d.mg.mgr, Auth: d.whoIsNOC}
+	if d.up.api != nil {
+		api.Update = d.up.api
+	}
 	var (
 		srv  *http.Server
 		bind string

@@ -42,6 +42,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	managef.register(fs)
 	var statusf statusFlags
 	statusf.register(fs)
+	var updatef updateFlags
+	updatef.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -108,6 +110,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err := d.setupManage(managef); err != nil {
 		// Never fatal: the box runs its configuration without the NOC's push.
 		log.Error("NOC configuration push off: its generations cannot be opened", "err", err)
+	}
+	if err := d.setupUpdate(updatef); err != nil {
+		log.Error("firmware updates off: their results cannot be kept", "err", err)
 	}
 	defer startStatus(d, statusf, ring)()
 	if reaper != nil {

@@ -21,9 +21,13 @@ type Authorize func(r *http.Request) (who string, err error)
 //	GET  /v1/generations       the kept generations, without their config
 //	GET  /v1/generations/N     one generation with its config
 //	GET  /v1/results           the kept results
+//	POST /v1/update            a firmware update, when Update is set (pkg/update)
 type API struct {
 	M    *Manager
 	Auth Authorize // nil: every caller (tests, the fleet simulator)
+	// Update, if set, serves /v1/update (firmware updates, pkg/update)
+	// behind the same authorisation.
+	Update http.Handler
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -36,6 +40,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.M.log.Info("management API call", "who", who, "method", r.Method, "path", r.URL.Path)
 	}
 	switch {
+	case r.URL.Path == "/v1/update" && a.Update != nil:
+		a.Update.ServeHTTP(w, r)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/bundles":
 		a.push(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":

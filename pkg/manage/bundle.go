@@ -13,12 +13,12 @@ package manage
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"passerelle/pkg/nocsig"
 )
 
 // MaxBundleSize bounds a bundle on the wire: a config is at most
@@ -28,28 +28,19 @@ const MaxBundleSize = 1<<20*4/3 + 64<<10
 // Format is the payload format this firmware reads.
 const Format = 1
 
-// sigContext is prepended to the payload bytes before signing, so a
-// bundle signature can never be mistaken for a signature of anything
-// else made with the same key.
-const sigContext = "passerelle-bundle-v1\n"
-
 // Bundle is the envelope on the wire (docs/management.md):
 //
 //	{"payload": "<base64 of the payload JSON>",
 //	 "signatures": [{"key_id": "noc-lille-2026", "sig": "<base64 ed25519>"}]}
 //
-// The signature covers sigContext followed by the payload bytes exactly
-// as they are encoded, so nothing is re-encoded before checking.
-type Bundle struct {
-	Payload    string      `json:"payload"`
-	Signatures []Signature `json:"signatures"`
-}
+// The signature covers nocsig.ContextBundle followed by the payload bytes
+// exactly as they are encoded, so nothing is re-encoded before checking.
+// The envelope, keys and checks are pkg/nocsig's, shared with firmware
+// updates (whose context differs).
+type Bundle = nocsig.Envelope
 
 // Signature is one NOC key's signature of the payload.
-type Signature struct {
-	KeyID string `json:"key_id"` // the name of a management.trusted_keys entry
-	Sig   string `json:"sig"`    // base64, 64 bytes
-}
+type Signature = nocsig.Signature
 
 // Payload is what the NOC signs.
 type Payload struct {
@@ -64,10 +55,7 @@ type Payload struct {
 }
 
 // Key is a NOC signing key.
-type Key struct {
-	ID      string
-	Private ed25519.PrivateKey
-}
+type Key = nocsig.Key
 
 // Sign returns the encoded bundle of p signed by every key. The payload
 // is encoded once (encoding/json: fields in declaration order, no
@@ -83,11 +71,7 @@ func Sign(p Payload, keys ...Key) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := Bundle{Payload: base64.StdEncoding.EncodeToString(raw)}
-	for _, k := range keys {
-		sig := ed25519.Sign(k.Private, signed(raw))
-		b.Signatures = append(b.Signatures, Signature{KeyID: k.ID, Sig: base64.StdEncoding.EncodeToString(sig)})
-	}
+	b := nocsig.Seal(nocsig.ContextBundle, raw, keys...)
 	out, err := json.Marshal(b)
 	if err != nil {
 		return nil, err
@@ -96,10 +80,6 @@ func Sign(p Payload, keys ...Key) ([]byte, error) {
 		return nil, fmt.Errorf("bundle is %d bytes, more than the %d a box accepts", len(out), MaxBundleSize)
 	}
 	return out, nil
-}
-
-func signed(payload []byte) []byte {
-	return append([]byte(sigContext), payload...)
 }
 
 // Reason is why a bundle was rejected: a metric label and an API field,
@@ -141,7 +121,7 @@ func reject(r Reason, format string, args ...any) *Rejection {
 // Trust is what a box checks a bundle against: the keys of its running
 // configuration, its UAI and the highest version it has accepted.
 type Trust struct {
-	Keys    map[string]ed25519.PublicKey // by key name
+	Keys    nocsig.Keys // by key name
 	UAI     string
 	Highest uint64
 	Now     time.Time
@@ -154,43 +134,18 @@ func Open(data []byte, t Trust) (*Payload, string, error) {
 	if len(data) > MaxBundleSize {
 		return nil, "", reject(ReasonTooLarge, "%d bytes, more than the %d a bundle may have", len(data), MaxBundleSize)
 	}
-	var b Bundle
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return nil, "", reject(ReasonMalformed, "not a bundle envelope: %v", err)
+	b, err := nocsig.Decode(data)
+	if err != nil {
+		_, detail := nocsig.Why(err)
+		return nil, "", reject(ReasonMalformed, "not a bundle envelope: %s", detail)
 	}
-	raw, err := base64.StdEncoding.DecodeString(b.Payload)
-	if err != nil || len(raw) == 0 {
-		return nil, "", reject(ReasonMalformed, "payload is not base64")
-	}
-	if len(b.Signatures) == 0 {
-		return nil, "", reject(ReasonNotSigned, "the bundle carries no signature")
-	}
-	signer, badKey := "", ""
-	var unknown []string
-	for _, s := range b.Signatures {
-		pub, ok := t.Keys[s.KeyID]
-		if !ok {
-			unknown = append(unknown, s.KeyID)
-			continue
-		}
-		sig, err := base64.StdEncoding.DecodeString(s.Sig)
-		if err != nil || len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, signed(raw), sig) {
-			badKey = s.KeyID
-			continue
-		}
-		signer = s.KeyID
-		break
-	}
-	if signer == "" {
-		if badKey != "" {
-			return nil, "", reject(ReasonBadSignature, "the signature of key %q does not match the payload", badKey)
-		}
-		return nil, "", reject(ReasonUnknownKey, "signed by %q, which this box does not trust", unknown)
+	raw, signer, err := b.Open(nocsig.ContextBundle, t.Keys)
+	if err != nil {
+		reason, detail := nocsig.Why(err)
+		return nil, "", reject(Reason(reason), "the bundle: %s", detail)
 	}
 	var p Payload
-	dec = json.NewDecoder(bytes.NewReader(raw))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return nil, "", reject(ReasonMalformed, "payload: %v", err)

@@ -2,7 +2,6 @@ package manage
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"passerelle/pkg/box"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
+	"passerelle/pkg/nocsig"
 )
 
 // Structured events of the daemon's log ("event" attribute), which the
@@ -201,12 +201,10 @@ func (m *Manager) hold(win time.Duration) time.Duration {
 
 // trust is the running configuration's keys, UAI and highest version.
 func (m *Manager) trust(st State) Trust {
-	t := Trust{Keys: map[string]ed25519.PublicKey{}, Highest: st.Highest, Now: m.now()}
+	t := Trust{Keys: nocsig.Keys{}, Highest: st.Highest, Now: m.now()}
 	if m.running != nil {
 		t.UAI = m.running.Identity.UAI
-		for _, k := range m.running.Management.TrustedKeys {
-			t.Keys[k.Name] = ed25519.PublicKey(k.PublicKey[:])
-		}
+		t.Keys = nocsig.FromConfig(m.running.Management.TrustedKeys)
 	}
 	return t
 }

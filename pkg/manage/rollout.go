@@ -60,6 +60,13 @@ type RolloutOptions struct {
 	Client     *http.Client
 	// Progress, if set, is called after each box.
 	Progress func(done, total, failed int)
+	// Push delivers one target and says what the box did; default
+	// PushOne (a configuration bundle, waiting for the gate's verdict).
+	// Firmware updates (pkg/update) push their own way in the same waves.
+	Push func(ctx context.Context, c *http.Client, t Target) Outcome
+	// Failed says whether an outcome counts against the rollout; default
+	// Outcome.Failed.
+	Failed func(Outcome) bool
 }
 
 // Report is a rollout's outcome.
@@ -89,6 +96,12 @@ func Rollout(ctx context.Context, targets []Target, o RolloutOptions) Report {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 2 * time.Hour}
 	}
+	if o.Push == nil {
+		o.Push = PushOne
+	}
+	if o.Failed == nil {
+		o.Failed = Outcome.Failed
+	}
 	rep := Report{Outcomes: make([]Outcome, len(targets))}
 	for i, t := range targets {
 		rep.Outcomes[i] = Outcome{UAI: t.UAI, Outcome: OutcomeSkipped}
@@ -112,12 +125,12 @@ func Rollout(ctx context.Context, targets []Target, o RolloutOptions) Report {
 			go func(i int) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				out := PushOne(ctx, o.Client, targets[i])
+				out := o.Push(ctx, o.Client, targets[i])
 				out.Wave = w
 				mu.Lock()
 				rep.Outcomes[i] = out
 				rep.Pushed++
-				if out.Failed() {
+				if o.Failed(out) {
 					rep.Failed++
 				}
 				if o.Progress != nil {
