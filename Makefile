@@ -7,13 +7,16 @@
 
 GO       ?= go
 BIN      := bin
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION)
+# The firmware version (semantic: updates must be newer, docs/updates.md)
+# comes from the VERSION file; the commit is recorded beside it.
+VERSION  ?= $(shell cat VERSION 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION) -X passerelle/pkg/version.Commit=$(COMMIT)
 # Integration tests build namespaces and run the daemon: give them time,
 # but not the 90 minutes CI allows.
 TESTFLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm
+.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm update-bundle
 
 all: build
 
@@ -61,6 +64,13 @@ image:
 
 vm: image
 	sh tools/vm/run.sh $(IMAGE_DIR)
+
+# A signed firmware update of that image's slot (docs/updates.md), for
+# passerellectl update push: KEY is a NOC key file (passerellectl keygen).
+update-bundle: image build
+	@test -n "$(KEY)" || { echo "make update-bundle needs KEY=<NOC key file>"; exit 1; }
+	$(BIN)/passerellectl update sign --key $(KEY) --board $(BOARD) --version $(VERSION) \
+		--out $(IMAGE_DIR)/update-$(VERSION).bundle $(IMAGE_DIR)/slot.img
 
 # passerellectl runs on NOC operators' laptops too: keep it building there.
 cross:

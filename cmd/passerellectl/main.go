@@ -32,6 +32,7 @@ const usage = `usage:
                                         the fleet's versions, generations and health
   passerellectl generations list|diff|rollback --box URL
                                         a box's kept generations
+  passerellectl update sign|push|show   firmware update bundles: sign a slot image, push it in waves
   passerellectl version                 print the version
 `
 
@@ -69,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "generations":
 		return cmdGenerations(args[1:], stdout, stderr)
+	case "update":
+		return cmdUpdate(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "passerellectl %s (%s, %s %s/%s)\n", version.Version, version.Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -107,6 +107,76 @@ func parseShare(s string) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
+// waveFlags shape a rollout (push, update push).
+type waveFlags struct {
+	waves, maxFail string
+	parallel       int
+	asJSON         bool
+}
+
+func (w *waveFlags) register(fs *flag.FlagSet, parallel int) {
+	fs.StringVar(&w.waves, "waves", "1%,10%,50%,100%", "cumulative shares of the fleet per wave; the first is the canary")
+	fs.StringVar(&w.maxFail, "max-failure", "5%", "stop after a wave when more boxes than this have failed")
+	fs.IntVar(&w.parallel, "parallel", parallel, "boxes pushed to at once")
+	fs.BoolVar(&w.asJSON, "json", false, "print the report as JSON")
+}
+
+// options are the rollout's; with several boxes and no --json, progress
+// goes to stderr every 2 s.
+func (w *waveFlags) options(n int, stderr io.Writer) (manage.RolloutOptions, error) {
+	o := manage.RolloutOptions{Parallel: w.parallel}
+	for _, s := range strings.Split(w.waves, ",") {
+		v, err := parseShare(s)
+		if err != nil || v <= 0 || v > 1 {
+			return o, fmt.Errorf("--waves: %q is not a share", s)
+		}
+		o.Waves = append(o.Waves, v)
+	}
+	var err error
+	if o.MaxFailure, err = parseShare(w.maxFail); err != nil {
+		return o, fmt.Errorf("--max-failure: %v", err)
+	}
+	if !w.asJSON && n > 1 {
+		last := time.Now()
+		o.Progress = func(done, total, failed int) {
+			if done == total || time.Since(last) > 2*time.Second {
+				last = time.Now()
+				fmt.Fprintf(stderr, "%d/%d boxes, %d failed\n", done, total, failed)
+			}
+		}
+	}
+	return o, nil
+}
+
+// report prints a rollout's report (what names the pushed version) and
+// returns the exit status: 1 if a box failed or the rollout stopped.
+func (w *waveFlags) report(stdout io.Writer, rep manage.Report, what string) int {
+	if w.asJSON {
+		json.NewEncoder(stdout).Encode(rep)
+	} else {
+		for _, x := range rep.Outcomes {
+			if x.Outcome == manage.OutcomeSkipped {
+				continue
+			}
+			why := strings.Trim(x.Reason+": "+x.Detail, ": ")
+			if x.Gen > 0 {
+				why = fmt.Sprintf("gen %-3d %s", x.Gen, why)
+			}
+			fmt.Fprintf(stdout, "%-9s wave %d  %-12s %s\n", x.UAI, x.Wave, x.Outcome, why)
+		}
+		fmt.Fprintf(stdout, "%s: %d pushed, %d failed (%s) in %s", what, rep.Pushed, rep.Failed,
+			strings.Join(rep.Summary(), ", "), rep.Took.Round(time.Millisecond))
+		if rep.Stopped {
+			fmt.Fprintf(stdout, "; STOPPED after wave %d: failure rate above %s", rep.StoppedWave, w.maxFail)
+		}
+		fmt.Fprintln(stdout)
+	}
+	if rep.Failed > 0 || rep.Stopped {
+		return 1
+	}
+	return 0
+}
+
 func cmdPush(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("push", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,10 +186,8 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 	var tf targetFlags
 	tf.register(fs)
 	configs := fs.String("configs", "", "`directory` of the configurations, <uai>.yaml (with --inventory)")
-	waves := fs.String("waves", "1%,10%,50%,100%", "cumulative shares of the fleet per wave; the first is the canary")
-	maxFail := fs.String("max-failure", "5%", "stop after a wave when more boxes than this have failed")
-	parallel := fs.Int("parallel", 64, "boxes pushed to at once")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var wf waveFlags
+	wf.register(fs, 64)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -135,16 +203,9 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	o := manage.RolloutOptions{Parallel: *parallel}
-	for _, w := range strings.Split(*waves, ",") {
-		v, err := parseShare(w)
-		if err != nil || v <= 0 || v > 1 {
-			return fail(2, fmt.Errorf("--waves: %q is not a share", w))
-		}
-		o.Waves = append(o.Waves, v)
-	}
-	if o.MaxFailure, err = parseShare(*maxFail); err != nil {
-		return fail(2, fmt.Errorf("--max-failure: %v", err))
+	o, err := wf.options(len(targets), stderr)
+	if err != nil {
+		return fail(2, err)
 	}
 	s, err := so.signer()
 	if err != nil {
@@ -161,37 +222,8 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		}
 		targets[i].UAI, targets[i].Bundle = uai, b
 	}
-	if !*asJSON && len(targets) > 1 {
-		last := time.Now()
-		o.Progress = func(done, total, failed int) {
-			if done == total || time.Since(last) > 2*time.Second {
-				last = time.Now()
-				fmt.Fprintf(stderr, "%d/%d boxes, %d failed\n", done, total, failed)
-			}
-		}
-	}
 	rep := manage.Rollout(context.Background(), targets, o)
-	if *asJSON {
-		json.NewEncoder(stdout).Encode(rep)
-	} else {
-		for _, x := range rep.Outcomes {
-			if x.Outcome == manage.OutcomeSkipped {
-				continue
-			}
-			why := strings.Trim(x.Reason+": "+x.Detail, ": ")
-			fmt.Fprintf(stdout, "%-9s wave %d  %-12s gen %-3d %s\n", x.UAI, x.Wave, x.Outcome, x.Gen, why)
-		}
-		fmt.Fprintf(stdout, "version %d: %d pushed, %d failed (%s) in %s", s.version, rep.Pushed, rep.Failed,
-			strings.Join(rep.Summary(), ", "), rep.Took.Round(time.Millisecond))
-		if rep.Stopped {
-			fmt.Fprintf(stdout, "; STOPPED after wave %d: failure rate above %s", rep.StoppedWave, *maxFail)
-		}
-		fmt.Fprintln(stdout)
-	}
-	if rep.Failed > 0 || rep.Stopped {
-		return 1
-	}
-	return 0
+	return wf.report(stdout, rep, fmt.Sprintf("version %d", s.version))
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {

@@ -20,6 +20,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -283,4 +284,34 @@ func reject(r Reason, format string, args ...any) *Error {
 
 func failed(r Reason, format string, args ...any) *Error {
 	return &Error{Reason: r, Detail: fmt.Sprintf(format, args...), Written: true}
+}
+
+// Peek reads a bundle's manifest without checking its signature: what
+// the NOC's tools show about a bundle file. A box never trusts it.
+func Peek(r *bufio.Reader) (*Manifest, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(line, magic))
+	if !strings.HasPrefix(line, magic) || err != nil || n <= 0 || n > MaxManifestSize {
+		return nil, fmt.Errorf("not an update bundle: it starts with %q", truncate(line, 40))
+	}
+	env := make([]byte, n)
+	if _, err := io.ReadFull(r, env); err != nil {
+		return nil, fmt.Errorf("manifest cut short: %w", err)
+	}
+	e, err := nocsig.Decode(env)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(e.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("manifest payload: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return &m, nil
 }

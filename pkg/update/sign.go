@@ -87,3 +87,13 @@ func writeBundle(out string, header []byte, imagePath string, want Image) (err e
 	}
 	return atomicfile.SyncDir(dir)
 }
+
+// FileOf is the record of one file the image holds: its base name, size
+// and SHA-256.
+func FileOf(path string) (File, error) {
+	img, err := hashFile(path)
+	if err != nil {
+		return File{}, err
+	}
+	return File{Path: filepath.Base(path), Size: img.Size, SHA256: img.SHA256}, nil
+}

@@ -86,7 +86,6 @@ func rawBundle(payload []byte, context string, img []byte, keys ...nocsig.Key) [
 	return append([]byte(magic+strconv.Itoa(len(env))+"\n"+string(env)), img...)
 }
 
-
 // rig is one box: file-backed slots (a running, b inactive, both filled
 // with a pattern so any write shows) and an Updater.
 type rig struct {
