@@ -147,6 +147,10 @@ func (w *slotWriter) install(ctx context.Context, r io.Reader, m *Manifest) *Err
 			return failed(ReasonTruncated, "the image stopped after %d of %d bytes: %v", off, size, readErr(err))
 		}
 	}
+	// Cancelled once the last bytes arrived: still not installed.
+	if err := ctx.Err(); err != nil {
+		return failed(ReasonTruncated, "the install was stopped after the %d bytes of the image: %v", size, err)
+	}
 	var one [1]byte
 	if n, _ := r.Read(one[:]); n > 0 {
 		return failed(ReasonMalformed, "more bytes follow the %d of the image the manifest signs", size)

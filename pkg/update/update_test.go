@@ -297,7 +297,7 @@ func TestUpdateInterruptedStreamNeverTries(t *testing.T) {
 			}
 			if c.cancel {
 				cancel()
-				go pw.Write(full[n:]) // more arrives, too late
+				go pw.Write(full[n:]) // the rest arrives, too late; nothing more after it
 			} else {
 				pw.CloseWithError(errors.New("connection reset by peer"))
 			}
