@@ -36,6 +36,7 @@ type manageLab struct {
 	*firmware
 	dir, key, pub string // work directory, key file, published tree
 	state         string // the daemon's state directory
+	confirm       time.Duration
 }
 
 // startManageLab builds the lab, the NOC key and the pull server, and
@@ -43,8 +44,15 @@ type manageLab struct {
 // section; nothing is published yet.
 func startManageLab(t *testing.T) *manageLab {
 	t.Helper()
+	return startManageLabWith(t, "", manageConfirm)
+}
+
+// startManageLabWith is startManageLab with more configuration (extra,
+// appended) and another confirm window.
+func startManageLabWith(t *testing.T, extra string, confirm time.Duration) *manageLab {
+	t.Helper()
 	needRoot(t)
-	ml := &manageLab{dir: t.TempDir()}
+	ml := &manageLab{dir: t.TempDir(), confirm: confirm}
 	ml.key = filepath.Join(ml.dir, "noc.key")
 	ml.pub = filepath.Join(ml.dir, "pub")
 	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", ml.key).Output()
@@ -64,7 +72,7 @@ func startManageLab(t *testing.T) *manageLab {
       public_key: %s
   pull_url: https://203.0.113.100:8443/bundles/{uai}.bundle
   ca_file: %s
-`, k.PublicKey, caFile)
+`, k.PublicKey, caFile) + extra
 	fw := labFor(t, []byte(cfg), nil)
 	ml.firmware = fw
 	ln, err := lab.Listen(fw.lab.Namespace(lab.RoleAcademy), "tcp4", "203.0.113.100:8443")
@@ -83,7 +91,7 @@ func startManageLab(t *testing.T) *manageLab {
 
 func (ml *manageLab) launch(t *testing.T) {
 	ml.firmware.launch(t, ml.state, "--manage-dir", filepath.Join(ml.state, "manage"),
-		"--confirm-timeout", manageConfirm.String(), "--pull-every", "1s")
+		"--confirm-timeout", ml.confirm.String(), "--pull-every", "1s")
 }
 
 // publish signs cfg (the demo config with edit applied) as version v

@@ -15,6 +15,7 @@ import (
 	"passerelle/pkg/dnsfilter"
 	"passerelle/pkg/eventlog"
 	"passerelle/pkg/health"
+	"passerelle/pkg/manage"
 	"passerelle/pkg/netmark"
 	"passerelle/pkg/status"
 	"passerelle/pkg/timesync"
@@ -80,7 +81,12 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 		d.onShutdown = append(d.onShutdown, ring.Close)
 	}
 	src := newStatusSource(d)
+	var gens status.Generations
+	if d.mg.mgr != nil {
+		gens = statusGenerations{d.mg.mgr}
+	}
 	srv := status.New(status.Options{Source: src, Log: d.log.With("component", "status"),
+		Restarter: d.c.sup, Generations: gens,
 		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir, Uplinks: src,
 		// The orderly shutdown: as init it reboots the board; elsewhere
 		// (lab, development) the daemon exits.
@@ -94,6 +100,34 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 		}()
 	}
 	return cancel
+}
+
+// statusGenerations shows the NOC's generations to the status page and
+// lets the technician confirm the pending one or roll back.
+type statusGenerations struct{ m *manage.Manager }
+
+func (g statusGenerations) List() ([]status.Generation, error) {
+	st, err := g.m.Store().State()
+	if err != nil {
+		return nil, err
+	}
+	gs, err := g.m.Store().List()
+	out := make([]status.Generation, 0, len(gs))
+	for _, x := range gs {
+		out = append(out, status.Generation{N: x.N, Version: x.Version, State: x.State, Source: x.Source, AppliedAt: x.AppliedAt,
+			Why: x.Why, Current: x.N == st.Current || (st.Pending != nil && x.N == st.Pending.Gen)})
+	}
+	return out, err
+}
+
+func (g statusGenerations) Confirm() (int, error) {
+	r, err := g.m.Confirm()
+	return r.Gen, err
+}
+
+func (g statusGenerations) RollBack(ctx context.Context, why string) (int, error) {
+	r, err := g.m.RollBack(ctx, why)
+	return r.Gen, err
 }
 
 // statusSource shows the composition to the status page in its terms.

@@ -40,6 +40,12 @@ type Options struct {
 	// HTTPClient runs the HTTP check; nil: a client pinned to the
 	// uplink the technician chose (through Uplinks).
 	HTTPClient *http.Client
+	// Restarter restarts one service (the supervisor); nil offers no
+	// restart.
+	Restarter Restarter
+	// Generations confirms and rolls back the NOC's configurations; nil
+	// when the box is not managed.
+	Generations Generations
 	// Uplinks pins the diagnostics (HTTP check, ping, traceroute) to the
 	// chosen uplink; nil: the box's routing decides (tests).
 	Uplinks Pinner
@@ -360,6 +366,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /diag", s.auth(s.diagForm))
 	mux.Handle("POST /diag", s.auth(s.diag))
 	mux.Handle("GET /firewall", s.auth(s.firewall))
+	mux.Handle("GET /config", s.auth(s.configPage))
+	for _, a := range s.actions() {
+		get, post := s.actionHandlers(a)
+		mux.Handle("GET /"+a.name, s.auth(get))
+		mux.Handle("POST /"+a.name, s.auth(post))
+	}
 	mux.Handle("GET /reboot", s.auth(s.rebootForm))
 	mux.Handle("POST /reboot", s.auth(s.reboot))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -556,7 +568,7 @@ func (s *Server) services(w http.ResponseWriter, r *http.Request, sess *session)
 		text := tail(string(o)+string(e), 2000)
 		out = append(out, svc{x, text})
 	}
-	s.page(w, "services", sess, map[string]any{"Services": out})
+	s.page(w, "services", sess, map[string]any{"Services": out, "CanRestart": s.o.Restarter != nil})
 }
 
 func tail(s string, n int) string {

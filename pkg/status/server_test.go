@@ -193,7 +193,7 @@ func (c *client) login(user, pass string) *httptest.ResponseRecorder {
 }
 
 // pages lists every GET page of the authenticated site.
-var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot", "/firewall"}
+var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot", "/firewall", "/config", "/restart?service=dns", "/confirm", "/rollback"}
 
 func TestNoPageWithoutLogin(t *testing.T) {
 	h := newHarness(t, bcryptOnce())
@@ -207,7 +207,7 @@ func TestNoPageWithoutLogin(t *testing.T) {
 			t.Errorf("GET %s without a session shows the box's state", p)
 		}
 	}
-	for _, p := range []string{"/diag", "/logout", "/reboot"} {
+	for _, p := range []string{"/diag", "/logout", "/reboot", "/restart", "/confirm", "/rollback"} {
 		if rec := c.do("POST", p, url.Values{"csrf": {"x"}, "kind": {"dns"}, "target": {"a.test"}}); rec.Code != http.StatusUnauthorized {
 			t.Errorf("POST %s without a session: %d, want 401", p, rec.Code)
 		}

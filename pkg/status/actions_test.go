@@ -1,0 +1,177 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// actionsBox records the actions the page asked for. The lab test
+// (integration/lab_status_actions_test.go) runs them on the real
+// supervisor and manager.
+type actionsBox struct {
+	mu       sync.Mutex
+	restarts []string
+	confirms int
+	rolls    int
+}
+
+func (a *actionsBox) Restart(name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.restarts = append(a.restarts, name)
+	return nil
+}
+
+func (a *actionsBox) List() ([]Generation, error) {
+	return []Generation{{N: 3, Version: 7, State: "pending", Current: true}, {N: 2, Version: 6, State: "committed"}, {N: 1, State: "base"}}, nil
+}
+
+func (a *actionsBox) Confirm() (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.confirms++
+	return 3, nil
+}
+
+func (a *actionsBox) RollBack(context.Context, string) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rolls++
+	if a.rolls > 1 {
+		return 0, errors.New("no generation kept before generation 2")
+	}
+	return 3, nil
+}
+
+// pendingSource is a box whose configuration awaits confirmation.
+type pendingSource struct{ fakeSource }
+
+func (p *pendingSource) Applied() Applied {
+	a := p.fakeSource.Applied()
+	a.Pending, a.Managed = true, true
+	return a
+}
+
+func actionsHarness(t *testing.T) (*harness, *actionsBox) {
+	h := newHarness(t, bcryptOnce())
+	box := &actionsBox{}
+	h.srv.o.Source = &pendingSource{fakeSource{cfg: h.srv.o.Source.Config()}}
+	h.srv.o.Restarter, h.srv.o.Generations = box, box
+	return h, box
+}
+
+// TestActionsNeedLoginCSRFAndConfirmation: restart, confirm and roll back
+// show no page without a session, refuse a missing or forged CSRF token,
+// ask again without the ticked box, and act only with both.
+func TestActionsNeedLoginCSRFAndConfirmation(t *testing.T) {
+	for _, tt := range []struct {
+		action string
+		form   url.Values
+		done   string
+		count  func(*actionsBox) int
+	}{
+		{"restart", url.Values{"service": {"dns"}}, "Le service dns redémarre.", func(b *actionsBox) int { return len(b.restarts) }},
+		{"confirm", url.Values{}, "Génération 3 confirmée", func(b *actionsBox) int { return b.confirms }},
+		{"rollback", url.Values{}, "Génération 3 abandonnée", func(b *actionsBox) int { return b.rolls }},
+	} {
+		t.Run(tt.action, func(t *testing.T) {
+			h, box := actionsHarness(t)
+			anon := h.client("10.20.0.9")
+			path := "/" + tt.action + "?" + tt.form.Encode()
+			if rec := anon.do("GET", path, nil); rec.Code != http.StatusSeeOther {
+				t.Errorf("GET %s without a session: %d", path, rec.Code)
+			}
+			f := url.Values{"confirm": {"yes"}, "csrf": {"x"}}
+			for k, v := range tt.form {
+				f[k] = v
+			}
+			if rec := anon.do("POST", "/"+tt.action, f); rec.Code != http.StatusUnauthorized {
+				t.Errorf("POST without a session: %d", rec.Code)
+			}
+			c := h.client("10.20.0.5")
+			c.login("technicien", testPassword)
+			page := c.do("GET", path, nil)
+			if page.Code != http.StatusOK || !strings.Contains(page.Body.String(), `name="confirm"`) {
+				t.Fatalf("GET %s: %d\n%s", path, page.Code, page.Body.String())
+			}
+			tok := csrfOf(t, page.Body.String())
+			for _, bad := range []string{"", "forged"} {
+				f.Set("csrf", bad)
+				if rec := c.do("POST", "/"+tt.action, f); rec.Code != http.StatusForbidden {
+					t.Errorf("POST with CSRF %q: %d", bad, rec.Code)
+				}
+			}
+			f.Set("csrf", tok)
+			f.Del("confirm")
+			if rec := c.do("POST", "/"+tt.action, f); !strings.Contains(rec.Body.String(), "Cochez la case") {
+				t.Errorf("POST without confirmation: %d\n%s", rec.Code, rec.Body.String())
+			}
+			if n := tt.count(box); n != 0 {
+				t.Fatalf("acted %d times before a confirmed, valid request", n)
+			}
+			f.Set("confirm", "yes")
+			rec := c.do("POST", "/"+tt.action, f)
+			if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), tt.done) {
+				t.Errorf("confirmed POST: %d\n%s", rec.Code, rec.Body.String())
+			}
+			if n := tt.count(box); n != 1 {
+				t.Errorf("acted %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// TestRestartValidatesTheName: only a supervised service's name is
+// restarted.
+func TestRestartValidatesTheName(t *testing.T) {
+	h, box := actionsHarness(t)
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	tok := csrfOf(t, c.do("GET", "/services", nil).Body.String())
+	for _, name := range []string{"", "nope", "dns; reboot", "../dns"} {
+		rec := c.do("POST", "/restart", url.Values{"csrf": {tok}, "confirm": {"yes"}, "service": {name}})
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "Aucun service ne s&#39;appelle") {
+			t.Errorf("restart %q: %d", name, rec.Code)
+		}
+	}
+	if len(box.restarts) != 0 {
+		t.Errorf("restarted %v", box.restarts)
+	}
+	if body := c.do("GET", "/services", nil).Body.String(); !strings.Contains(body, `href="/restart?service=dns"`) {
+		t.Errorf("the services page offers no restart:\n%s", body)
+	}
+}
+
+// TestConfigPageAndUnavailableActions: the generations are listed; a box
+// without management offers neither confirm nor roll back, and a failed
+// roll back says why.
+func TestConfigPageAndUnavailableActions(t *testing.T) {
+	h, _ := actionsHarness(t)
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	body := c.do("GET", "/config", nil).Body.String()
+	for _, want := range []string{"en attente de confirmation", "fichier d&#39;origine", `href="/confirm"`, `href="/rollback"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("config page lacks %q", want)
+		}
+	}
+	tok := csrfOf(t, body)
+	c.do("POST", "/rollback", url.Values{"csrf": {tok}, "confirm": {"yes"}})
+	if rec := c.do("POST", "/rollback", url.Values{"csrf": {tok}, "confirm": {"yes"}}); rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "no generation kept") {
+		t.Errorf("failed rollback: %d", rec.Code)
+	}
+	h.srv.o.Generations = nil
+	for _, a := range []string{"/confirm", "/rollback"} {
+		if rec := c.do("POST", a, url.Values{"csrf": {tok}, "confirm": {"yes"}}); rec.Code != http.StatusConflict {
+			t.Errorf("POST %s on an unmanaged box: %d", a, rec.Code)
+		}
+	}
+	if body := c.do("GET", "/config", nil).Body.String(); !strings.Contains(body, "pas gérée") {
+		t.Errorf("unmanaged config page:\n%s", body)
+	}
+}
