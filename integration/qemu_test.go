@@ -64,12 +64,13 @@ func TestQEMUBoot(t *testing.T) {
 	}
 	bin := filepath.Join(dir, "passerelle-arm64")
 	run([]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}, goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/passerelle")
+	lan := newQEMULAN(t, dir) // the school computer on lan0 (qemu_lan_test.go)
 	mk := filepath.Join(dir, "mkimage")
 	run(nil, goBin, "build", "-o", mk, "./tools/mkimage")
 	images := []string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
 	for _, out := range images {
 		run(nil, mk, "-board", "qemu-arm64", "-kernel-deb", debs[len(debs)-1], "-debs", filepath.Join(cache, "debs"),
-			"-passerelle", bin, "-config", "rootfs/qemu-arm64.yaml", "-out", out)
+			"-passerelle", bin, "-config", lan.config(t, dir), "-out", out)
 	}
 	sumA, _ := os.ReadFile(filepath.Join(images[0], "SHA256SUMS"))
 	sumB, _ := os.ReadFile(filepath.Join(images[1], "SHA256SUMS"))
@@ -93,7 +94,7 @@ func TestQEMUBoot(t *testing.T) {
 		boots   float64
 	}{{"initialised", 1}, {"mounted", 2}} {
 		t.Run(fmt.Sprintf("boot%d", boot+1), func(t *testing.T) {
-			vm := startVM(t, img, disk, filepath.Join(dir, fmt.Sprintf("mon%d.sock", boot)), lanPort{})
+			vm := startVM(t, img, disk, filepath.Join(dir, fmt.Sprintf("mon%d.sock", boot)), lan.port())
 			ev := vm.waitEvent(t, 90*time.Second, func(e map[string]any) bool { return e["event"] == "perm-ready" })
 			if ev["outcome"] != want.outcome || ev["boots"] != want.boots {
 				t.Errorf("/perm: %v (boot %v), want %s (boot %v)", ev["outcome"], ev["boots"], want.outcome, want.boots)
@@ -121,6 +122,7 @@ func TestQEMUBoot(t *testing.T) {
 				t.Errorf("/perm warning: %v", e)
 			}
 			t.Logf("boot %d: running, configured %.1f s after QEMU started", boot+1, took.Seconds())
+			lan.check(t, vm, boot+1)
 
 			// The power button: one press must do.
 			vm.monitor(t, "system_powerdown")

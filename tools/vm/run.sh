@@ -1,27 +1,42 @@
 #!/bin/sh
 # Boot a qemu-arm64 image (make vm): wan0 on QEMU's user network (the
-# box's uplink, DHCP from QEMU), lan0 on a second user network where QEMU
-# plays a school computer at 10.99.0.2, with ports of the host forwarded
-# to the box's LAN address. The disk is kept between runs (delete it for
-# a first boot again). Ctrl-a x quits; `system_powerdown` on the monitor
-# powers the box off cleanly.
+# box's uplink, DHCP from QEMU). lan0, by default, on a second user
+# network where QEMU plays a school computer at 10.99.0.2, with ports of
+# the host forwarded to the box's LAN address. With LAN_TAP=NAME, lan0 is
+# the host's TAP device NAME instead (made beforehand, as root: see
+# docs/image.md), so a real DHCP client, resolver and browser on the host
+# (or in a namespace holding the TAP) are the school computer. The disk is
+# kept between runs (delete it for a first boot again). Ctrl-a x quits;
+# `system_powerdown` on the monitor powers the box off cleanly.
 #
 #   sh tools/vm/run.sh IMAGE_DIR [DISK]
+#   LAN_TAP=lan-pc sh tools/vm/run.sh IMAGE_DIR [DISK]
 set -eu
 IMG=${1:?usage: run.sh IMAGE_DIR [DISK]}
 DISK=${2:-$IMG/vm-disk.img}
 [ -f "$DISK" ] || cp "$IMG/disk.img" "$DISK"
-cat <<MSG
+if [ -n "${LAN_TAP:-}" ]; then
+	LAN="tap,id=lan,ifname=$LAN_TAP,script=no,downscript=no"
+	cat <<MSG
+passerelle VM ($IMG, disk $DISK)
+  console: this terminal (JSON log); Ctrl-a x quits, Ctrl-a c then system_powerdown powers off
+  the school LAN: TAP $LAN_TAP; a DHCP client on it gets a 10.99.0.x lease from the box
+  status page: https://10.99.0.1/ (from the LAN side); DNS: dig @10.99.0.1 example.org
+  the box's uplink: QEMU user network, address 10.0.2.15 by DHCP
+MSG
+else
+	LAN="user,id=lan,net=10.99.0.0/24,host=10.99.0.2,dhcpstart=10.99.0.200,restrict=on,hostfwd=tcp:127.0.0.1:8443-10.99.0.1:443,hostfwd=tcp:127.0.0.1:5353-10.99.0.1:53"
+	cat <<MSG
 passerelle VM ($IMG, disk $DISK)
   console: this terminal (JSON log); Ctrl-a x quits, Ctrl-a c then system_powerdown powers off
   status page: https://127.0.0.1:8443/ (the box's 10.99.0.1:443, seen from the LAN)
   DNS of the school zone, over TCP: dig +tcp -p 5353 @127.0.0.1 example.org (10.99.0.1:53)
   the box's uplink: QEMU user network, address 10.0.2.15 by DHCP
 MSG
+fi
 exec qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -smp 2 -nographic -no-reboot \
 	-kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" -append "$(cat "$IMG/cmdline")" \
 	-drive "file=$DISK,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,addr=0x4 \
 	-netdev user,id=wan -device virtio-net-pci,netdev=wan,addr=0x2,romfile= \
-	-netdev "user,id=lan,net=10.99.0.0/24,host=10.99.0.2,dhcpstart=10.99.0.200,restrict=on,hostfwd=tcp:127.0.0.1:8443-10.99.0.1:443,hostfwd=tcp:127.0.0.1:5353-10.99.0.1:53" \
-	-device virtio-net-pci,netdev=lan,addr=0x3,romfile= \
+	-netdev "$LAN" -device virtio-net-pci,netdev=lan,addr=0x3,romfile= \
 	-device i6300esb
