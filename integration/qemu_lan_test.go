@@ -290,7 +290,8 @@ func (l *qemuLAN) check(t *testing.T, v *vm, boot int) {
 	if body != l.token {
 		t.Errorf("GET %s: %q, want %q", url, body, l.token)
 	}
-	t.Logf("boot %d: LAN client resolved %s and fetched %s through the box", boot, lanAllowed, url)
+	online := v.find(func(e map[string]any) bool { return e["event"] == "uplink-state" && e["state"] == "online" }) != nil
+	t.Logf("boot %d: LAN client resolved %s and fetched %s through the box (uplink seen online: %v)", boot, lanAllowed, url, online)
 }
 
 // query asks server for name's A record from the namespace.
