@@ -171,6 +171,11 @@ func (p *permSystem) mountVolatile(dir string) error {
 	return unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755")
 }
 
+// FindPartition returns /dev/NAME of the partition whose GPT name is
+// label (pkg/slots finds the system slots and the EFI system partition
+// this way).
+func FindPartition(label string) (string, error) { return findPartition("/sys/class/block", label) }
+
 // findPartition returns /dev/NAME of the block device whose GPT partition
 // name is label, as the kernel reports it in sysfs uevent files (no udev
 // needed).

@@ -11,10 +11,10 @@ import (
 	"unicode/utf16"
 )
 
-// A GPT disk with one partition, written without root or loop devices.
-// go-diskfs can do this too, but it would bring five modules into go.mod
-// for what is two headers, two entry tables and a protective MBR
-// (UEFI 2.10, section 5); `sfdisk --json` checks the result in the test.
+// A GPT disk written without root or loop devices. go-diskfs can do this
+// too, but it would bring five modules into go.mod for what is two
+// headers, two entry tables and a protective MBR (UEFI 2.10, section 5);
+// the unit test checks the result.
 
 const (
 	sector     = 512
@@ -22,43 +22,79 @@ const (
 	entrySize  = 128
 	// entrySectors: 128 entries of 128 bytes.
 	entrySectors = numEntries * entrySize / sector
-	// firstLBA aligns the partition on 1 MiB, as partitioning tools do.
+	// firstLBA aligns the partitions on 1 MiB, as partitioning tools do.
 	firstLBA = 2048
+	align    = 2048
 )
 
-// linuxFS is the partition type GUID of a Linux filesystem.
-var linuxFS = mustGUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+// Partition type GUIDs: a Linux filesystem, and the EFI system partition
+// that UEFI firmware looks for \EFI\BOOT\BOOTAA64.EFI on.
+var (
+	linuxFS = mustGUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+	efiSys  = mustGUID("C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
+)
 
-// partition is one GPT partition.
+// partSpec asks for one partition: size 0 takes the rest of the disk
+// (the last one only); content, if any, is written at its start.
+type partSpec struct {
+	name    string
+	typ     [16]byte
+	size    int64
+	content string // file to copy in
+}
+
+// partition is one GPT partition as written.
 type partition struct {
 	name       string
 	start, end uint64 // LBAs, inclusive
 	typ, guid  [16]byte
 }
 
-// writeGPTDisk creates path, size bytes (sparse), with one partition
-// named name over the rest of the disk after 1 MiB. Its GUIDs derive
+// writeGPTDisk creates path, size bytes (sparse), with the partitions of
+// specs in order from 1 MiB, each aligned on 1 MiB. Their GUIDs derive
 // from seed: same inputs, same bytes.
-func writeGPTDisk(path string, size int64, name, seed string) (partition, error) {
+func writeGPTDisk(path string, size int64, specs []partSpec, seed string) ([]partition, error) {
 	if size%sector != 0 || size < 4<<20 {
-		return partition{}, fmt.Errorf("disk size %d: want a multiple of %d of at least 4 MiB", size, sector)
+		return nil, fmt.Errorf("disk size %d: want a multiple of %d of at least 4 MiB", size, sector)
+	}
+	if len(specs) == 0 || len(specs) > numEntries {
+		return nil, fmt.Errorf("%d partitions: want 1 to %d", len(specs), numEntries)
 	}
 	n := uint64(size / sector)
 	lastUsable := n - 1 - entrySectors - 1
-	// End the partition on a 1 MiB boundary too (2048 sectors).
-	end := (lastUsable+1)/2048*2048 - 1
-	p := partition{name: name, start: firstLBA, end: end, typ: linuxFS, guid: guidFrom(seed + "/" + name)}
-
+	// The last partition ends on a 1 MiB boundary too.
+	diskEnd := (lastUsable+1)/align*align - 1
 	entries := make([]byte, numEntries*entrySize)
-	copy(entries[0:], p.typ[:])
-	copy(entries[16:], p.guid[:])
-	binary.LittleEndian.PutUint64(entries[32:], p.start)
-	binary.LittleEndian.PutUint64(entries[40:], p.end)
-	for i, c := range utf16.Encode([]rune(name)) {
-		if i >= 36 {
-			return p, fmt.Errorf("partition name %q longer than 36 characters", name)
+	var parts []partition
+	next := uint64(firstLBA)
+	for i, s := range specs {
+		if s.size%(align*sector) != 0 {
+			return nil, fmt.Errorf("partition %s: size %d is not a multiple of 1 MiB", s.name, s.size)
 		}
-		binary.LittleEndian.PutUint16(entries[56+2*i:], c)
+		end := diskEnd
+		if s.size > 0 {
+			end = next + uint64(s.size/sector) - 1
+		} else if i != len(specs)-1 {
+			return nil, fmt.Errorf("partition %s: only the last partition may take the rest of the disk", s.name)
+		}
+		if end > diskEnd || end < next {
+			return nil, fmt.Errorf("partition %s does not fit on a disk of %d MiB", s.name, size>>20)
+		}
+		p := partition{name: s.name, start: next, end: end, typ: s.typ, guid: guidFrom(seed + "/" + s.name)}
+		e := entries[i*entrySize:]
+		copy(e[0:], p.typ[:])
+		copy(e[16:], p.guid[:])
+		binary.LittleEndian.PutUint64(e[32:], p.start)
+		binary.LittleEndian.PutUint64(e[40:], p.end)
+		name := utf16.Encode([]rune(s.name))
+		if len(name) > 36 {
+			return nil, fmt.Errorf("partition name %q longer than 36 characters", s.name)
+		}
+		for j, c := range name {
+			binary.LittleEndian.PutUint16(e[56+2*j:], c)
+		}
+		parts = append(parts, p)
+		next = end + 1
 	}
 	entriesCRC := crc32.ChecksumIEEE(entries)
 	diskGUID := guidFrom(seed + "/disk")
@@ -88,11 +124,11 @@ func writeGPTDisk(path string, size int64, name, seed string) (partition, error)
 
 	f, err := os.Create(path)
 	if err != nil {
-		return p, err
+		return nil, err
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
-		return p, err
+		return nil, err
 	}
 	for _, w := range []struct {
 		lba  uint64
@@ -105,10 +141,32 @@ func writeGPTDisk(path string, size int64, name, seed string) (partition, error)
 		{n - 1, header(n-1, 1, n-1-entrySectors)},
 	} {
 		if _, err := f.WriteAt(w.data, int64(w.lba*sector)); err != nil {
-			return p, err
+			return nil, err
 		}
 	}
-	return p, f.Close()
+	for i, s := range specs {
+		if s.content == "" {
+			continue
+		}
+		if err := copyInto(f, s.content, parts[i]); err != nil {
+			return nil, err
+		}
+	}
+	return parts, f.Close()
+}
+
+// copyInto writes the file src at the start of partition p, which it
+// must fit in.
+func copyInto(f *os.File, src string, p partition) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if max := int64(p.end-p.start+1) * sector; int64(len(data)) > max {
+		return fmt.Errorf("partition %s: %s is %d bytes, more than its %d", p.name, src, len(data), max)
+	}
+	_, err = f.WriteAt(data, int64(p.start*sector))
+	return err
 }
 
 // guidFrom makes a version 4 style GUID from a hash of seed, in GPT's

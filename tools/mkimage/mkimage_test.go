@@ -68,11 +68,13 @@ func TestCPIOIsReproducibleAndComplete(t *testing.T) {
 func TestGPTDisk(t *testing.T) {
 	dir := t.TempDir()
 	const size = 64 << 20
-	p, err := writeGPTDisk(filepath.Join(dir, "a.img"), size, "perm", "passerelle/test")
+	specs := []partSpec{{name: "perm", typ: linuxFS}}
+	ps, err := writeGPTDisk(filepath.Join(dir, "a.img"), size, specs, "passerelle/test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeGPTDisk(filepath.Join(dir, "b.img"), size, "perm", "passerelle/test")
+	p := ps[0]
+	writeGPTDisk(filepath.Join(dir, "b.img"), size, specs, "passerelle/test")
 	a, _ := os.ReadFile(filepath.Join(dir, "a.img"))
 	b, _ := os.ReadFile(filepath.Join(dir, "b.img"))
 	if !bytes.Equal(a, b) {
