@@ -59,6 +59,7 @@ image:
 	@deb=$$(sh tools/mkimage/fetch.sh $(CACHE)) && \
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(CACHE)/bin/passerelle-arm64 ./cmd/passerelle && \
 	$(GO) run ./tools/mkimage -board $(BOARD) -kernel-deb $$deb -debs $(CACHE)/debs \
+		-grub-deb "$$(ls $(CACHE)/boot/grub-efi-arm64-bin_*_arm64.deb | tail -n 1)" \
 		-passerelle $(CACHE)/bin/passerelle-arm64 -config $(IMAGE_CONFIG) -out $(IMAGE_DIR) && \
 	cat $(IMAGE_DIR)/SHA256SUMS
 

@@ -39,10 +39,24 @@ type Board struct {
 	// expression the firewall emits (board_test.go checks the list
 	// against pkg/firewall), conntrack netlink, tun, the watchdog driver.
 	Modules []string `yaml:"modules"`
+	// BootCount is how the board's boot loader tries a new system slot
+	// once and falls back to the committed one (README.md of each
+	// board): grub-env (GRUB's environment block under UEFI; tools/mkimage
+	// builds the A/B disk and pkg/slots drives it), uboot-bootcount
+	// (U-Boot's bootcount/bootlimit/altbootcmd) or tryboot (the Raspberry
+	// Pi firmware's tryboot flag). Only grub-env is implemented.
+	BootCount string `yaml:"boot_count"`
 	// PermWait bounds the wait for the /perm partition to appear (USB
 	// and MMC storage is probed after the module loads); default 10 s.
 	PermWait time.Duration `yaml:"perm_wait"`
 }
+
+// How boards count boot tries (Board.BootCount).
+const (
+	BootCountGRUB    = "grub-env"
+	BootCountUBoot   = "uboot-bootcount"
+	BootCountTryboot = "tryboot"
+)
 
 // AllModules lists the boot modules, then the others.
 func (b *Board) AllModules() []string {
@@ -125,6 +139,11 @@ func parse(name string) (*Board, error) {
 	}
 	if b.Name != name {
 		return nil, fmt.Errorf("board %s: definition names itself %q", name, b.Name)
+	}
+	switch b.BootCount {
+	case "", BootCountGRUB, BootCountUBoot, BootCountTryboot:
+	default:
+		return nil, fmt.Errorf("board %s: boot_count %q: want %s, %s or %s", name, b.BootCount, BootCountGRUB, BootCountUBoot, BootCountTryboot)
 	}
 	return &b, nil
 }

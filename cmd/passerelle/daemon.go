@@ -49,6 +49,7 @@ type daemon struct {
 	extra []supervisor.Spec
 	mg    manageState // the NOC's bundles (manage.go)
 	up    updateState // firmware updates (update.go)
+	sl    slotState   // the A/B system slots (slots.go)
 
 	wd *watchdog.Watchdog
 
@@ -170,6 +171,7 @@ func (d *daemon) run() int {
 	// box too.
 	var beat *watchdog.Heart
 	if d.wd = d.openWatchdog(cfg); d.wd != nil {
+		d.hangIfAsked() // the test images' hook; a no-op on every real one
 		beat = d.wd.Heart("main loop", 30*time.Second)
 		d.wd.Check("services", d.c.sup.Healthy)
 		go d.wd.Run(ctx)
@@ -208,6 +210,7 @@ func (d *daemon) run() int {
 	}()
 
 	log.Info("running", "event", evRunning, "configured", applied)
+	go d.slotGate(ctx, cfg, applied)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {

@@ -33,6 +33,9 @@ type manageState struct {
 	mgr     *manage.Manager
 	tun     *tunnel.Tunnel
 	started bool // pull client and API handed to the supervisor
+	// The health gate, which a system slot on trial runs too (slots.go).
+	probes  []manage.Probe
+	confirm time.Duration // --confirm-timeout, 0: the configuration's
 }
 
 // manageFlags are the run flags of the management.
@@ -64,26 +67,43 @@ func (d *daemon) setupManage(f manageFlags) error {
 		d.log.Info("NOC configuration push off (no --manage-dir)")
 		return nil
 	}
-	var tun *tunnel.Tunnel
-	for _, c := range d.c.components {
-		if t, ok := c.(*tunnel.Tunnel); ok {
-			tun = t
-		}
-	}
+	tun := d.tunnel()
 	o := manage.Options{Dir: dir, Submitter: d, Confirm: f.confirm, PullEvery: f.pullEvery, Dial: d.manageDial}
 	m, err := manage.New(box.Deps{Log: d.log, Metrics: d.c.metrics, Health: d.c.health}, o)
 	if err != nil {
 		return err
 	}
-	m.SetProbes(append([]manage.Probe{
+	probes := d.gateProbes(m)
+	m.SetProbes(probes)
+	d.mg = manageState{mgr: m, tun: tun, probes: probes, confirm: f.confirm}
+	return nil
+}
+
+// tunnel is the composition's tunnel component, if any.
+func (d *daemon) tunnel() *tunnel.Tunnel {
+	for _, c := range d.c.components {
+		if t, ok := c.(*tunnel.Tunnel); ok {
+			return t
+		}
+	}
+	return nil
+}
+
+// gateProbes are the health gate's probes; the NOC's only with a
+// manager (it reaches the NOC the manager's way).
+func (d *daemon) gateProbes(m *manage.Manager) []manage.Probe {
+	tun := d.tunnel()
+	ps := []manage.Probe{
 		uplinkProbe(d.c.uplinks),
 		tunnelProbe(tun),
 		manage.DNSProbe(),
 		manage.HealthProbe(d.c.health),
 		manage.LANProbe(),
-	}, m.NOCProbe()))
-	d.mg = manageState{mgr: m, tun: tun}
-	return nil
+	}
+	if m != nil {
+		ps = append(ps, m.NOCProbe())
+	}
+	return ps
 }
 
 // loadStart reads the configuration the box starts with: the file, or the

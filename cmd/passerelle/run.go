@@ -107,6 +107,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	d := &daemon{log: log, pid1: pid1, path: *path, c: c, flags: initf, extra: extra}
 	d.keepBootReport("early", early)
+	// Right after /perm: a trial slot's record must exist before anything
+	// that could crash or hang.
+	d.setupSlots()
 	if err := d.setupManage(managef); err != nil {
 		// Never fatal: the box runs its configuration without the NOC's push.
 		log.Error("NOC configuration push off: its generations cannot be opened", "err", err)

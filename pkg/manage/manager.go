@@ -326,91 +326,22 @@ const neverRan = "the health gate never ran"
 // gate runs the probes until they all pass for the hold time (commit)
 // or the window ends (rollback).
 func (m *Manager) gate(w *window, win time.Duration, befores []any) {
-	start := m.now()
-	deadline := start.Add(win)
-	hold := m.hold(win)
-	var passSince time.Time
-	why := neverRan
-	t := time.NewTicker(m.o.Every)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.ctx.Done():
-			return // the pending marker stays: the next boot rolls back
-		case <-t.C:
-		}
-		if !m.stillPending(w) {
-			return // decided by the technician (Confirm, RollBack)
-		}
-		// The probes run together, and never past the deadline: a probe
-		// that hangs (a dead link) must not stretch the window.
-		round := min(2*time.Second, max(m.o.Every*4, 200*time.Millisecond))
-		end, cut := m.now().Add(round), false
-		if end.After(deadline) {
-			end, cut = deadline.Add(time.Millisecond), true
-		}
-		ctx, cancel := context.WithDeadline(m.ctx, end)
-		errs := make([]error, len(m.o.Probes))
-		var wg sync.WaitGroup
-		for i, pr := range m.o.Probes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = pr.Check(ctx, w.cfg, befores[i])
-			}()
-		}
-		wg.Wait()
-		cancel()
-		now := m.now()
-		var fails, stopped []string
-		for i, err := range errs {
-			switch {
-			case err == nil:
-			case cut && ctx.Err() != nil && isTimeout(err):
-				// Stopped by the window's end, not failed: the last
-				// full round says why the gate did not pass.
-				stopped = append(stopped, m.o.Probes[i].Name)
-			default:
-				fails = append(fails, m.o.Probes[i].Name+": "+err.Error())
-			}
-		}
-		switch {
-		case len(fails) == 0 && len(stopped) == 0:
-			if passSince.IsZero() {
-				passSince = now
-			}
-			if now.Sub(passSince) >= hold {
-				m.mu.Lock()
-				if m.pending == w {
-					m.commit(w)
-				}
-				m.mu.Unlock()
-				return
-			}
-		case len(fails) > 0:
-			passSince = time.Time{}
-			why = strings.Join(fails, "; ")
-			m.log.Debug("health gate not passing yet", "gen", w.gen.N, "why", why)
-		default:
-			if !passSince.IsZero() {
-				why = fmt.Sprintf("the gate passed for %s, then %s did not answer before the window ended",
-					now.Sub(passSince).Round(time.Millisecond), strings.Join(stopped, ", "))
-			} else if why == neverRan {
-				why = strings.Join(stopped, ", ") + " did not answer before the window ended"
-			}
-			passSince = time.Time{}
-		}
-		if !now.Before(deadline) {
-			if len(fails) == 0 && len(stopped) == 0 {
-				why = fmt.Sprintf("the gate passed for %s only, not the %s required, when the window ended", now.Sub(passSince).Round(time.Millisecond), hold)
-			}
-			m.mu.Lock()
-			if m.pending == w {
-				m.rollback(w, RollbackGate, why)
-			}
-			m.mu.Unlock()
-			return
-		}
+	why, err := RunGate(m.ctx, GateOptions{Probes: m.o.Probes, Window: win, Hold: m.hold(win), Every: m.o.Every, Now: m.now,
+		Log: m.log.With("gen", w.gen.N), Undecided: func() bool { return m.stillPending(w) }}, w.cfg, befores)
+	if err != nil {
+		// Closed: the pending marker stays, the next boot rolls back;
+		// or decided by the technician (Confirm, RollBack).
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending != w {
+		return
+	}
+	if why == "" {
+		m.commit(w)
+	} else {
+		m.rollback(w, RollbackGate, why)
 	}
 }
 

@@ -83,6 +83,10 @@ type Trial struct {
 	Version     string    `json:"version,omitempty"` // written by the trial boot itself
 	RequestedAt time.Time `json:"requested_at,omitempty"`
 	BootedAt    time.Time `json:"booted_at,omitempty"` // zero: the trial never reached /perm
+	// Critical are the codes of the critical warnings the good slot had
+	// when the trial was requested: the trial's health gate fails on any
+	// other ("no new critical warning", as a configuration push).
+	Critical []string `json:"critical,omitempty"`
 }
 
 // Outcomes and reasons of a trial.

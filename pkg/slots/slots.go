@@ -64,6 +64,7 @@ type Slots struct {
 
 	booted Booted
 	err    error // why the box is not A/B (ErrNotAB, or a command line error)
+	trial  Trial // of this boot, when it is a trial
 
 	mu sync.Mutex // env and records: one writer at a time
 }
@@ -125,6 +126,7 @@ func (s *Slots) Start() (trial bool) {
 			t = Trial{Slot: b.Slot, From: Other(b.Slot)}
 		}
 		t.Version, t.BootedAt = s.o.Version, s.now()
+		s.trial = t
 		if err := s.writeJSON("trial.json", t); err != nil {
 			s.log.Error("slots: could not write the trial record", "err", err)
 		}
@@ -144,6 +146,10 @@ func (s *Slots) Start() (trial bool) {
 	}
 	return false
 }
+
+// KnownCritical returns, on a trial boot, the critical warnings the good
+// slot had when it asked for the trial: the health gate's baseline.
+func (s *Slots) KnownCritical() []string { return s.trial.Critical }
 
 // Inactive returns the slot the box does not run, its partition and
 // size: where an update is written.
@@ -182,6 +188,11 @@ func (s *Slots) TryOnce(slot string) error {
 		return fmt.Errorf("slot %s is itself on trial: commit it before trying another", s.booted.Slot)
 	}
 	t := Trial{Slot: slot, From: s.booted.Slot, RequestedAt: s.now()}
+	for _, w := range s.health.List() {
+		if w.Severity == health.Critical {
+			t.Critical = append(t.Critical, w.Code)
+		}
+	}
 	if err := s.writeJSON("trial.json", t); err != nil {
 		return fmt.Errorf("trial record: %w", err)
 	}

@@ -190,6 +190,7 @@ func TestUpdateCommittedThenOneThatCrashesIsAbandoned(t *testing.T) {
 	if err != nil || slot != B || dev != "/dev/vda3" || size != 96<<20 {
 		t.Fatalf("inactive: %s %s %d %v", slot, dev, size, err)
 	}
+	s.health.Raise("dns", "dns-lists", health.Critical, "no lists")
 	if err := s.TryOnce(B); err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +205,9 @@ func TestUpdateCommittedThenOneThatCrashesIsAbandoned(t *testing.T) {
 	}
 	if err := s.TryOnce(A); err == nil {
 		t.Error("a trial slot may not try another before it is committed")
+	}
+	if got := s.KnownCritical(); len(got) != 1 || got[0] != "dns-lists" {
+		t.Errorf("the trial's baseline of critical warnings: %v, want the good slot's [dns-lists]", got)
 	}
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)

@@ -41,7 +41,10 @@ func main() {
 	flag.StringVar(&o.passerelle, "passerelle", "", "static passerelle binary for the board's architecture")
 	flag.StringVar(&o.config, "config", "", "configuration baked into the image (/etc/passerelle/config.yaml)")
 	flag.StringVar(&o.out, "out", "", "output directory")
-	flag.Int64Var(&o.diskMiB, "disk-mib", 64, "size of the disk image in MiB")
+	flag.Int64Var(&o.diskMiB, "disk-mib", 0, "size of the disk image in MiB; default 64, or 288 with A/B slots")
+	flag.StringVar(&o.grubDeb, "grub-deb", "", "Debian grub-efi-arm64-bin package (.deb): GRUB of the A/B boards (boot_count: grub-env)")
+	flag.IntVar(&o.slotMiB, "slot-mib", 96, "size of each system slot in MiB (A/B boards)")
+	flag.StringVar(&o.fault, "fault", "", "TEST HOOK: exit or hang; adds /etc/passerelle/fault to the initramfs, which makes PID 1 exit or hang after its trial record (integration/qemu_test.go builds its bad updates so)")
 	flag.Parse()
 	if err := build(o); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
@@ -52,7 +55,13 @@ func main() {
 type options struct {
 	board, kernelDeb, debs, passerelle, config, out string
 	diskMiB                                         int64
+	grubDeb, fault                                  string
+	slotMiB                                         int
 }
+
+// FaultPath is the test hook's file (-fault): read by PID 1 only when it
+// exists (cmd/passerelle), absent from every image built without -fault.
+const FaultPath = "/etc/passerelle/fault"
 
 // ConfigPath is where the image keeps its configuration.
 const ConfigPath = "/etc/passerelle/config.yaml"
@@ -107,6 +116,14 @@ func build(o options) error {
 		entry{name: "perm", mode: sIFDIR | 0o755},
 		entry{name: "tmp", mode: sIFDIR | 0o1777},
 	)
+	switch o.fault {
+	case "":
+	case "exit", "hang":
+		fmt.Fprintf(os.Stderr, "mkimage: TEST IMAGE: %s says %q\n", FaultPath, o.fault)
+		files = append(files, entry{name: strings.TrimPrefix(FaultPath, "/"), mode: sIFREG | 0o644, data: []byte(o.fault + "\n")})
+	default:
+		return fmt.Errorf("-fault %q: want exit or hang", o.fault)
+	}
 	if o.debs != "" {
 		tools, err := ext4Tools(o.debs, filepath.Join(tmp, "debs"))
 		if err != nil {
@@ -135,9 +152,6 @@ func build(o options) error {
 	if err := os.WriteFile(filepath.Join(o.out, "vmlinuz"), kernel, 0o644); err != nil {
 		return err
 	}
-	if _, err := writeGPTDisk(filepath.Join(o.out, "disk.img"), o.diskMiB<<20, "perm", "passerelle/"+b.Name); err != nil {
-		return err
-	}
 	if b.Console == "" {
 		return fmt.Errorf("board %s: no console in board.yaml", b.Name)
 	}
@@ -145,7 +159,27 @@ func build(o options) error {
 	if err := os.WriteFile(filepath.Join(o.out, "cmdline"), []byte(cmdline), 0o644); err != nil {
 		return err
 	}
-	return writeManifest(o.out, kver, len(mods))
+	outputs := []string{"vmlinuz", "initramfs.cpio.gz", "disk.img", "cmdline"}
+	parts := []partSpec{{name: "perm", typ: linuxFS}}
+	diskMiB := int64(64)
+	if b.BootCount == board.BootCountGRUB {
+		if parts, err = abLayout(o, tmp); err != nil {
+			return err
+		}
+		diskMiB = 288
+		outputs = append(outputs, "slot.img")
+	} else {
+		// No A/B here yet (board/<board>/README.md): the kernel and
+		// initramfs are booted directly, the disk holds /perm only.
+		_ = os.Remove(filepath.Join(o.out, "slot.img"))
+	}
+	if o.diskMiB != 0 {
+		diskMiB = o.diskMiB
+	}
+	if _, err := writeGPTDisk(filepath.Join(o.out, "disk.img"), diskMiB<<20, parts, "passerelle/"+b.Name); err != nil {
+		return err
+	}
+	return writeManifest(o.out, kver, len(mods), outputs)
 }
 
 func dpkgExtract(deb, dir string) error {
@@ -306,10 +340,10 @@ func copyFile(src, dst string) error {
 
 // writeManifest lists the outputs with their SHA-256 (the reproducibility
 // check compares two builds' manifests).
-func writeManifest(out, kver string, modules int) error {
+func writeManifest(out, kver string, modules int, outputs []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# kernel %s, %d files under lib/modules\n", kver, modules)
-	for _, f := range []string{"vmlinuz", "initramfs.cpio.gz", "disk.img", "cmdline"} {
+	for _, f := range outputs {
 		data, err := os.ReadFile(filepath.Join(out, f))
 		if err != nil {
 			return err
