@@ -20,13 +20,16 @@ import (
 
 // TestQEMUBoot builds the qemu-arm64 image twice (the two builds must be
 // identical), then boots it twice on the same disk under
-// qemu-system-aarch64 (TCG: no KVM needed) with passerelle as /init: the
-// first boot finds a blank /perm, formats it and counts boot 1; the
-// second mounts it as it was (boot 2). Each boot loads the modules from
-// the image, names the ports, applies the firewall and reaches "running,
-// configured"; QEMU's power button then powers it off cleanly. Skipped
-// without qemu-system-aarch64 or the kernel package in the cache
-// (tools/mkimage/fetch.sh, which .ci/run calls).
+// qemu-system-aarch64 (TCG: no KVM needed) through UEFI and GRUB into
+// slot A, with passerelle as /init: the first boot finds a blank /perm,
+// formats it and counts boot 1; the second mounts it as it was (boot 2).
+// Each boot loads the modules from the image, names the ports, applies
+// the firewall and reaches "running, configured"; QEMU's power button
+// then powers it off cleanly. Then, on the same disk, the A/B updates
+// (qemu_update_test.go): one committed by the health gate, one that
+// crashes and one that hangs, both abandoned by the box itself. Skipped
+// without QEMU, its UEFI firmware, mtools, debugfs or the packages in the
+// cache (tools/mkimage/fetch.sh, which .ci/run calls).
 func TestQEMUBoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("qemu boot skipped in -short mode")
@@ -34,10 +37,13 @@ func TestQEMUBoot(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the image is built on Linux")
 	}
-	for _, tool := range []string{"qemu-system-aarch64", "dpkg-deb", "depmod"} {
+	for _, tool := range []string{"qemu-system-aarch64", "dpkg-deb", "depmod", "grub-mkimage", "mformat", "mcopy", "mtype", "debugfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install qemu-system-arm kmod)", tool)
+			t.Skipf("%s not installed (apt-get install qemu-system-arm qemu-efi-aarch64 kmod grub-common mtools e2fsprogs)", tool)
 		}
+	}
+	if _, err := os.Stat(uefiFirmware); err != nil {
+		t.Skipf("no UEFI firmware for arm64 (apt-get install qemu-efi-aarch64): %v", err)
 	}
 	cache := os.Getenv("PASSERELLE_CACHE")
 	if cache == "" {
@@ -45,9 +51,11 @@ func TestQEMUBoot(t *testing.T) {
 	}
 	debs, _ := filepath.Glob(filepath.Join(cache, "linux-image-*-arm64_*_arm64.deb"))
 	tools, _ := filepath.Glob(filepath.Join(cache, "debs", "e2fsprogs_*_arm64.deb"))
-	if len(debs) == 0 || len(tools) == 0 {
-		t.Skipf("no arm64 kernel or e2fsprogs package in %s: run sh tools/mkimage/fetch.sh", cache)
+	grubs, _ := filepath.Glob(filepath.Join(cache, "boot", "grub-efi-arm64-bin_*_arm64.deb"))
+	if len(debs) == 0 || len(tools) == 0 || len(grubs) == 0 {
+		t.Skipf("no arm64 kernel, e2fsprogs or GRUB package in %s: run sh tools/mkimage/fetch.sh", cache)
 	}
+	sort.Strings(grubs)
 	sort.Strings(debs)
 	dir := t.TempDir()
 
@@ -63,14 +71,15 @@ func TestQEMUBoot(t *testing.T) {
 		}
 	}
 	bin := filepath.Join(dir, "passerelle-arm64")
-	run([]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}, goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/passerelle")
+	run([]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}, goBin, "build", "-trimpath", "-ldflags", "-s -w -X passerelle/pkg/version.Version=0.1.0", "-o", bin, "./cmd/passerelle")
 	lan := newQEMULAN(t, dir) // the school computer on lan0 (qemu_lan_test.go)
 	mk := filepath.Join(dir, "mkimage")
 	run(nil, goBin, "build", "-o", mk, "./tools/mkimage")
 	images := []string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
+	imageConfig := lan.config(t, dir)
 	for _, out := range images {
 		run(nil, mk, "-board", "qemu-arm64", "-kernel-deb", debs[len(debs)-1], "-debs", filepath.Join(cache, "debs"),
-			"-passerelle", bin, "-config", lan.config(t, dir), "-out", out)
+			"-grub-deb", grubs[len(grubs)-1], "-passerelle", bin, "-config", imageConfig, "-out", out)
 	}
 	sumA, _ := os.ReadFile(filepath.Join(images[0], "SHA256SUMS"))
 	sumB, _ := os.ReadFile(filepath.Join(images[1], "SHA256SUMS"))
@@ -78,6 +87,12 @@ func TestQEMUBoot(t *testing.T) {
 		t.Errorf("two builds of the same inputs differ:\n%s\n%s", sumA, sumB)
 	}
 	t.Logf("image built twice in %s:\n%s", time.Since(start).Round(time.Second), sumA)
+	// The three updates build while the first two boots run.
+	updates := make(chan updateImages, 1)
+	go func() {
+		updates <- buildUpdates(dir, goBin, mk, debs[len(debs)-1], cache, grubs[len(grubs)-1], imageConfig)
+	}()
+	var criticals []string
 
 	img := images[0]
 	disk := filepath.Join(dir, "disk.img")
@@ -124,6 +139,8 @@ func TestQEMUBoot(t *testing.T) {
 			t.Logf("boot %d: running, configured %.1f s after QEMU started", boot+1, took.Seconds())
 			lan.check(t, vm, boot+1)
 
+			criticals = vm.criticalWarnings()
+
 			// The power button: one press must do.
 			vm.monitor(t, "system_powerdown")
 			vm.waitEvent(t, 30*time.Second, func(e map[string]any) bool { return e["event"] == "power-key" })
@@ -141,6 +158,11 @@ func TestQEMUBoot(t *testing.T) {
 			return
 		}
 	}
+	u := <-updates
+	if u.err != nil {
+		t.Fatal(u.err)
+	}
+	testUpdates(t, dir, disk, lan.port(), u, criticals)
 }
 
 // vm is one QEMU run and what its serial console printed.
@@ -156,21 +178,32 @@ type vm struct {
 	notify chan struct{}
 }
 
+// uefiFirmware is QEMU's UEFI for arm64 (Debian's qemu-efi-aarch64).
+const uefiFirmware = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+
+// startVM boots disk once: a restart of the box ends QEMU.
 func startVM(t *testing.T, img, disk, mon string, lan lanPort) *vm {
 	t.Helper()
-	cmdline, err := os.ReadFile(filepath.Join(img, "cmdline"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return startVMWith(t, disk, mon, lan, false)
+}
+
+// startVMWith boots disk through UEFI and GRUB (the image's A/B boot);
+// with reboot, a restart of the box (panic=-1, the watchdog, reboot)
+// boots it again in the same QEMU, as hardware would. 256 MiB: with
+// 128, UEFI has no room for GRUB to load the 33 MB kernel.
+func startVMWith(t *testing.T, disk, mon string, lan lanPort, reboot bool) *vm {
+	t.Helper()
 	v := &vm{monSock: mon, exited: make(chan struct{}), notify: make(chan struct{}, 1)}
-	v.cmd = exec.Command("qemu-system-aarch64", "-M", "virt", "-cpu", "max,pauth-impdef=on", "-m", "128", "-smp", "2",
-		"-nographic", "-no-reboot", "-monitor", "unix:"+mon+",server,nowait",
-		"-kernel", filepath.Join(img, "vmlinuz"), "-initrd", filepath.Join(img, "initramfs.cpio.gz"),
-		"-append", strings.TrimSpace(string(cmdline)),
-		"-drive", "file="+disk+",format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,addr=0x4",
+	args := []string{"-M", "virt", "-cpu", "max,pauth-impdef=on", "-m", "256", "-smp", "2",
+		"-nographic", "-monitor", "unix:" + mon + ",server,nowait", "-bios", uefiFirmware,
+		"-drive", "file=" + disk + ",format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,addr=0x4,bootindex=0",
 		"-netdev", "user,id=wan", "-device", "virtio-net-pci,netdev=wan,addr=0x2,romfile=",
 		"-netdev", lan.netdevArg(), "-device", "virtio-net-pci,netdev=lan,addr=0x3,romfile=",
-		"-device", "i6300esb")
+		"-device", "i6300esb"}
+	if !reboot {
+		args = append(args, "-no-reboot")
+	}
+	v.cmd = exec.Command("qemu-system-aarch64", args...)
 	v.cmd.ExtraFiles = lan.files
 	out, err := v.cmd.StdoutPipe()
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"passerelle/pkg/health"
 	"passerelle/pkg/manage"
 	"passerelle/pkg/slots"
+	"passerelle/pkg/update"
 	"passerelle/pkg/version"
 )
 
@@ -139,3 +140,10 @@ func (d *daemon) slotGate(ctx context.Context, cfg *config.Config, applied bool)
 		fail(slots.ReasonBootFail, "the health gate passed but the commit failed: "+err.Error())
 	}
 }
+
+// The image's slots are the update service's target (pkg/update declares
+// the seam; pkg/slots implements it).
+var (
+	_ update.Target    = (*slots.Slots)(nil)
+	_ update.Discarder = (*slots.Slots)(nil)
+)

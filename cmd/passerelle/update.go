@@ -46,10 +46,15 @@ type updateState struct {
 }
 
 // updateTarget is this box's A/B slots: the files of --update-slots, or
-// none yet (the board's slots come with the A/B slots package).
+// the image's (pkg/slots) when the box booted from one, or none.
 func (d *daemon) updateTarget(f updateFlags) (update.Target, error) {
 	if f.slots != "" {
 		return update.FileSlots{Dir: f.slots}, nil
+	}
+	if d.sl.s != nil {
+		if _, err := d.sl.s.Booted(); err == nil {
+			return d.sl.s, nil // the image's A/B slots (pkg/slots)
+		}
 	}
 	return nil, nil
 }

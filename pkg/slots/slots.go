@@ -207,6 +207,35 @@ func (s *Slots) TryOnce(slot string) error {
 	return nil
 }
 
+// Discard cancels an earlier TryOnce of slot (pkg/update calls it before
+// it overwrites the slot, so a half-written slot is never tried). A slot
+// not marked is no error.
+func (s *Slots) Discard(slot string) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	env, err := s.readEnv()
+	if err != nil {
+		return err
+	}
+	if env.Get(KeyTrySlot) != slot {
+		return nil
+	}
+	if err := env.Set(KeyTrySlot, ""); err != nil {
+		return err
+	}
+	if err := s.writeEnv(env); err != nil {
+		return err
+	}
+	if t, err := s.readTrial(); err == nil && t.Slot == slot {
+		_ = os.Remove(filepath.Join(s.o.Dir, "trial.json"))
+	}
+	s.log.Info("the trial of the other system slot is cancelled", "slot", slot)
+	return nil
+}
+
 // Commit makes the running trial slot the committed one (the health gate
 // passed).
 func (s *Slots) Commit() error {

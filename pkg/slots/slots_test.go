@@ -263,6 +263,15 @@ func TestGateFailureIsRecordedByTheTrialItself(t *testing.T) {
 	if err := s.TryOnce(B); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.Discard(B); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); st.TrySlot != "" || st.Pending != nil {
+		t.Errorf("after Discard: %+v", st)
+	}
+	if err := s.TryOnce(B); err != nil {
+		t.Fatal(err)
+	}
 	s, h, trial := bootOnce(t, sys, dir, "v2")
 	if !trial {
 		t.Fatal("no trial")
