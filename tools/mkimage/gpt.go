@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -165,8 +166,20 @@ func copyInto(f *os.File, src string, p partition) error {
 	if max := int64(p.end-p.start+1) * sector; int64(len(data)) > max {
 		return fmt.Errorf("partition %s: %s is %d bytes, more than its %d", p.name, src, len(data), max)
 	}
-	_, err = f.WriteAt(data, int64(p.start*sector))
-	return err
+	// Zero blocks are skipped: the disk stays sparse (its free space
+	// reads as zeros all the same).
+	const block = 64 << 10
+	zero := make([]byte, block)
+	for off := 0; off < len(data); off += block {
+		chunk := data[off:min(off+block, len(data))]
+		if bytes.Equal(chunk, zero[:len(chunk)]) {
+			continue
+		}
+		if _, err := f.WriteAt(chunk, int64(p.start*sector)+int64(off)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // guidFrom makes a version 4 style GUID from a hash of seed, in GPT's

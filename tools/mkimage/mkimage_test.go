@@ -125,3 +125,41 @@ func TestGPTDisk(t *testing.T) {
 		t.Errorf("partition %d-%d on %d sectors: not aligned or overlapping the backup table", p.start, p.end, n)
 	}
 }
+
+func TestGPTDiskPartitionsInOrderWithContent(t *testing.T) {
+	dir := t.TempDir()
+	content := filepath.Join(dir, "slot.img")
+	os.WriteFile(content, bytes.Repeat([]byte("slot"), 1<<18), 0o644) // 1 MiB
+	specs := []partSpec{
+		{name: "esp", typ: efiSys, size: 2 << 20},
+		{name: "system-a", typ: linuxFS, size: 4 << 20, content: content},
+		{name: "system-b", typ: linuxFS, size: 4 << 20},
+		{name: "perm", typ: linuxFS},
+	}
+	img := filepath.Join(dir, "disk.img")
+	ps, err := writeGPTDisk(img, 16<<20, specs, "passerelle/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev uint64
+	for i, p := range ps {
+		if p.name != specs[i].name || p.start%2048 != 0 || p.start <= prev {
+			t.Errorf("partition %d: %+v (after %d)", i, p, prev)
+		}
+		prev = p.end
+	}
+	disk, _ := os.ReadFile(img)
+	if got := disk[ps[1].start*sector : ps[1].start*sector+1<<20]; !bytes.Equal(got, bytes.Repeat([]byte("slot"), 1<<18)) {
+		t.Error("system-a does not hold the slot image")
+	}
+	if _, err := writeGPTDisk(img, 16<<20, []partSpec{{name: "tiny", typ: linuxFS, size: 1 << 20, content: content}, {name: "perm", typ: linuxFS}}, "x"); err != nil {
+		t.Errorf("an image exactly the partition's size: %v", err)
+	}
+	os.WriteFile(content, make([]byte, 1<<20+1), 0o644)
+	if _, err := writeGPTDisk(img, 16<<20, []partSpec{{name: "tiny", typ: linuxFS, size: 1 << 20, content: content}, {name: "perm", typ: linuxFS}}, "x"); err == nil {
+		t.Error("an image larger than its partition was written")
+	}
+	if _, err := writeGPTDisk(img, 16<<20, []partSpec{{name: "perm", typ: linuxFS}, {name: "late", typ: linuxFS, size: 1 << 20}}, "x"); err == nil {
+		t.Error("a partition after the one taking the rest of the disk was accepted")
+	}
+}

@@ -6,7 +6,9 @@
 # the host's TAP device NAME instead (made beforehand, as root: see
 # docs/image.md), so a real DHCP client, resolver and browser on the host
 # (or in a namespace holding the TAP) are the school computer. The disk is
-# kept between runs (delete it for a first boot again). Ctrl-a x quits;
+# kept between runs (delete it for a first boot again). It boots as the
+# box does: UEFI (qemu-efi-aarch64), then GRUB, which picks the A/B system
+# slot; a restart of the box boots it again. Ctrl-a x quits;
 # `system_powerdown` on the monitor powers the box off cleanly.
 #
 #   sh tools/vm/run.sh IMAGE_DIR [DISK]
@@ -14,7 +16,7 @@
 set -eu
 IMG=${1:?usage: run.sh IMAGE_DIR [DISK]}
 DISK=${2:-$IMG/vm-disk.img}
-[ -f "$DISK" ] || cp "$IMG/disk.img" "$DISK"
+[ -f "$DISK" ] || cp --sparse=always "$IMG/disk.img" "$DISK"
 if [ -n "${LAN_TAP:-}" ]; then
 	LAN="tap,id=lan,ifname=$LAN_TAP,script=no,downscript=no"
 	cat <<MSG
@@ -34,9 +36,9 @@ passerelle VM ($IMG, disk $DISK)
   the box's uplink: QEMU user network, address 10.0.2.15 by DHCP
 MSG
 fi
-exec qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -smp 2 -nographic -no-reboot \
-	-kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" -append "$(cat "$IMG/cmdline")" \
-	-drive "file=$DISK,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,addr=0x4 \
+exec qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on -m 256 -smp 2 -nographic \
+	-bios /usr/share/qemu-efi-aarch64/QEMU_EFI.fd \
+	-drive "file=$DISK,format=raw,if=none,id=d0" -device virtio-blk-pci,drive=d0,addr=0x4,bootindex=0 \
 	-netdev user,id=wan -device virtio-net-pci,netdev=wan,addr=0x2,romfile= \
 	-netdev "$LAN" -device virtio-net-pci,netdev=lan,addr=0x3,romfile= \
 	-device i6300esb
