@@ -123,6 +123,13 @@ func (d *daemon) shutdown(s os.Signal) int {
 		}
 	}
 	d.log.Info("stopping", "reason", "signal", "signal", s.String(), "action", action.String())
+	// First, while /perm is mounted: a bundle inside its confirm window
+	// is neither committed nor rolled back on the way down, and the
+	// pending marker says the box stopped in order (the next boot rolls
+	// back and says why).
+	if d.mg.mgr != nil {
+		d.mg.mgr.Stop(action.String())
+	}
 	plan := power.Plan{Action: action, Deadline: d.flags.shutdownDeadline}
 	if d.wd != nil {
 		plan.Before = append(plan.Before, d.wd.Disarm)

@@ -282,25 +282,47 @@ func TestManageApplyFailure(t *testing.T) {
 	}
 }
 
+// TestManageRestartInWindow: a box that stops inside the confirm window
+// boots the previous generation, and the rollback says whether it
+// stopped in order (Stop: reboot, power off) or not (a crash or a power
+// cut: only Close, as when the process dies).
 func TestManageRestartInWindow(t *testing.T) {
-	r := newRig(t, Probe{Name: "never", Check: func(context.Context, *config.Config, any) error { return errors.New("not yet") }})
-	res := r.m.Handle(context.Background(), r.bundle(t, 1, "new", nil), "push")
-	if res.Outcome != OutcomePending {
-		t.Fatalf("got %+v", res)
-	}
-	r.m.Close() // the daemon stops inside the window
-	r.start(t)
-	if r.m.running.Identity.Name != "base" {
-		t.Fatalf("booted %q after a restart in the window, want base", r.m.running.Identity.Name)
-	}
-	g, _ := r.m.store.Get(res.Gen)
-	st, _ := r.m.store.State()
-	if g.State != StateRolledBack || st.Pending != nil || st.Current == res.Gen {
-		t.Errorf("after boot: gen %+v state %+v", g.State, st)
-	}
-	rs, _ := r.m.store.Results()
-	if last := rs[len(rs)-1]; last.Reason != RollbackRestart {
-		t.Errorf("last result %+v", last)
+	for _, c := range []struct {
+		name      string
+		stop      func(m *Manager)
+		reason    string
+		detailHas string
+	}{
+		{"orderly reboot", func(m *Manager) { m.Stop("reboot") }, RollbackRestart, "stopped in order (reboot)"},
+		{"crash or power cut", func(m *Manager) { m.Close() }, RollbackCrash, "without an orderly shutdown"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, Probe{Name: "never", Check: func(context.Context, *config.Config, any) error { return errors.New("not yet") }})
+			res := r.m.Handle(context.Background(), r.bundle(t, 1, "new", nil), "push")
+			if res.Outcome != OutcomePending {
+				t.Fatalf("got %+v", res)
+			}
+			c.stop(r.m) // the daemon stops inside the window
+			r.start(t)
+			if r.m.running.Identity.Name != "base" {
+				t.Fatalf("booted %q after a restart in the window, want base", r.m.running.Identity.Name)
+			}
+			g, _ := r.m.store.Get(res.Gen)
+			st, _ := r.m.store.State()
+			if g.State != StateRolledBack || st.Pending != nil || st.Current == res.Gen || !strings.Contains(g.Why, c.reason+": ") {
+				t.Errorf("after boot: gen %+v (%s) state %+v", g.State, g.Why, st)
+			}
+			rs, _ := r.m.store.Results()
+			if last := rs[len(rs)-1]; last.Reason != c.reason || !strings.Contains(last.Detail, c.detailHas) {
+				t.Errorf("last result %+v", last)
+			}
+			if s := r.m.Status(); s.Last == nil || s.Last.Reason != c.reason || len(s.Health) == 0 || !strings.Contains(s.Health[0], "config-rolled-back") {
+				t.Errorf("status %+v", s)
+			}
+			if v := testutil.ToFloat64(r.m.met.bundles.WithLabelValues(OutcomeRolledBack, c.reason)); v != 1 {
+				t.Errorf("passerelle_manage_bundles_total{outcome=rolled-back,reason=%s} = %v", c.reason, v)
+			}
+		})
 	}
 }
 

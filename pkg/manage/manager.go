@@ -30,7 +30,8 @@ const (
 const (
 	RollbackGate    = "health-gate"   // the gate did not pass within the window
 	RollbackApply   = "apply-failed"  // the box could not apply it
-	RollbackRestart = "restart"       // the box restarted inside the window
+	RollbackRestart = "restart"       // the box stopped in order (reboot, power off, daemon stop) inside the window
+	RollbackCrash   = "crash"         // the box stopped without an orderly shutdown (crash, kill, power cut, watchdog) inside the window
 	RollbackBadBoot = "boot-unusable" // the stored generation did not parse at boot
 	// RollbackTechnician: asked for on the status page (RollBack).
 	RollbackTechnician = "technician"
@@ -131,6 +132,27 @@ func New(d box.Deps, o Options) (*Manager, error) {
 // pending marker stays on /perm and the next boot rolls back.
 func (m *Manager) Close() { m.cancel() }
 
+// Stop is Close for an orderly shutdown (how: reboot, power off, exit):
+// a generation inside its window is neither committed nor rolled back
+// now (the box is going down; the next boot rolls back), and the
+// pending marker records how the box stopped, so the rollback at boot
+// tells an orderly restart from a crash or a power cut.
+func (m *Manager) Stop(how string) {
+	m.cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, err := m.store.State()
+	if err != nil || st.Pending == nil {
+		return
+	}
+	st.Pending.Stopped, st.Pending.StoppedAt = how, m.now()
+	if err := m.store.SetState(st); err != nil {
+		m.log.Error("could not note the shutdown in the pending marker", "err", err)
+		return
+	}
+	m.log.Warn("stopping inside a confirm window: the next boot rolls back", "gen", st.Pending.Gen, "how", how)
+}
+
 // Store is the generations store (status, the API).
 func (m *Manager) Store() *Store { return m.store }
 
@@ -147,9 +169,10 @@ func (m *Manager) Boot(fileText []byte, fileName string) ([]byte, string) {
 		return fileText, fileName
 	}
 	if p := st.Pending; p != nil {
+		reason, why := bootRollback(p)
 		g, err := m.store.Get(p.Gen)
 		if err == nil {
-			g.State, g.Why = StateRolledBack, "the box restarted inside the confirm window"
+			g.State, g.Why = StateRolledBack, reason+": "+why
 			_ = m.store.Put(g)
 		}
 		st.Current, st.Pending = p.Prev, nil
@@ -157,12 +180,12 @@ func (m *Manager) Boot(fileText []byte, fileName string) ([]byte, string) {
 			m.log.Error("could not clear the pending marker", "err", err)
 		}
 		r := Result{At: m.now(), Source: g.Source, UAI: "", Version: g.Version, KeyID: g.KeyID, Outcome: OutcomeRolledBack,
-			Reason: RollbackRestart, Detail: g.Why, Gen: p.Gen}
+			Reason: reason, Detail: why, Gen: p.Gen}
 		m.record(r)
-		m.log.Warn("configuration of the last bundle rolled back: the box restarted inside its confirm window",
-			"event", EvBundleRolledBack, "gen", p.Gen, "version", g.Version, "reason", RollbackRestart, "booting", p.Prev)
+		m.log.Warn("configuration of the last bundle rolled back: the box stopped inside its confirm window",
+			"event", EvBundleRolledBack, "gen", p.Gen, "version", g.Version, "reason", reason, "detail", why, "booting", p.Prev)
 		m.health.Raise("manage", "config-rolled-back", health.Warn,
-			fmt.Sprintf("The NOC's configuration version %d was rolled back: the box restarted before it was confirmed.", g.Version))
+			fmt.Sprintf("The NOC's configuration version %d was rolled back (%s): %s.", g.Version, reason, why))
 	}
 	m.met.setState(st, 0)
 	if st.Current == 0 {
@@ -175,6 +198,16 @@ func (m *Manager) Boot(fileText []byte, fileName string) ([]byte, string) {
 	}
 	m.log.Info("starting from the last committed generation", "gen", g.N, "version", g.Version, "name", g.Name)
 	return []byte(g.Config), g.Name
+}
+
+// bootRollback says why a generation found pending at boot is rolled
+// back: an orderly stop inside the window (Stop noted how) or none.
+func bootRollback(p *Pending) (reason, why string) {
+	if p.Stopped != "" {
+		return RollbackRestart, fmt.Sprintf("the box stopped in order (%s) at %s, inside the confirm window",
+			p.Stopped, p.StoppedAt.UTC().Format(time.RFC3339))
+	}
+	return RollbackCrash, "the box stopped without an orderly shutdown (crash, power cut or watchdog) inside the confirm window"
 }
 
 // Running tells the manager which configuration the box runs now (after
@@ -335,7 +368,8 @@ func (m *Manager) gate(w *window, win time.Duration, befores []any) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pending != w {
+	// Not after Stop: the box is going down and the boot decides.
+	if m.pending != w || m.ctx.Err() != nil {
 		return
 	}
 	if why == "" {
@@ -487,7 +521,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.bundles.WithLabelValues(OutcomeRejected, string(r))
 	}
 	m.bundles.WithLabelValues(OutcomeCommitted, "")
-	for _, r := range []string{RollbackGate, RollbackApply, RollbackRestart} {
+	for _, r := range []string{RollbackGate, RollbackApply, RollbackRestart, RollbackCrash} {
 		m.bundles.WithLabelValues(OutcomeRolledBack, r)
 	}
 	return m, nil

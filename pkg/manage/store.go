@@ -54,6 +54,12 @@ type Pending struct {
 	Gen      int       `json:"gen"`
 	Prev     int       `json:"prev"`
 	Deadline time.Time `json:"deadline"`
+	// Stopped says how the daemon stopped in order inside the window
+	// (reboot, power off, exit), written by Manager.Stop; empty at boot
+	// means it did not stop in order: a crash, a kill, a power cut or the
+	// watchdog.
+	Stopped   string    `json:"stopped,omitempty"`
+	StoppedAt time.Time `json:"stopped_at,omitzero"`
 }
 
 // State is the store's one small file, state.json, replaced atomically.
