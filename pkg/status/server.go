@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"passerelle/pkg/boxcert"
 	"passerelle/pkg/config"
 	"passerelle/pkg/eventlog"
 )
@@ -106,7 +107,7 @@ func (s *Server) Certificate() (tls.Certificate, error) {
 		if c := s.o.Source.Config(); c != nil {
 			host = c.Identity.Hostname
 		}
-		s.cert, s.certErr = LoadOrCreateCert(s.o.StateDir, host, s.now())
+		s.cert, s.certErr = boxcert.LoadOrCreate(s.o.StateDir, host, s.now())
 	})
 	return s.cert, s.certErr
 }
@@ -117,7 +118,7 @@ func (s *Server) Fingerprint() string {
 	if err != nil {
 		return ""
 	}
-	return Fingerprint(c)
+	return boxcert.Fingerprint(c)
 }
 
 // Screen is the first screen, with the certificate's fingerprint.

@@ -465,21 +465,6 @@ func TestCheckPassword(t *testing.T) {
 	}
 }
 
-func TestCertificateKeptAcrossStarts(t *testing.T) {
-	dir := t.TempDir()
-	c1, err := LoadOrCreateCert(dir, "passerelle-test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := LoadOrCreateCert(dir, "passerelle-test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if Fingerprint(c1) != Fingerprint(c2) || len(Fingerprint(c1)) != 95 {
-		t.Errorf("fingerprints %s / %s", Fingerprint(c1), Fingerprint(c2))
-	}
-}
-
 func TestControlSocketAnswers(t *testing.T) {
 	h := newHarness(t, "")
 	ts := httptest.NewServer(h.srv.ControlHandler())
