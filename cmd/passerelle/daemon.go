@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,9 @@ type daemon struct {
 	mg    manageState // the NOC's bundles (manage.go)
 	up    updateState // firmware updates (update.go)
 	sl    slotState   // the A/B system slots (slots.go)
+	// cert is the box's TLS certificate (the status page's, made at
+	// first boot on /perm): the management API serves it too.
+	cert func() (tls.Certificate, error)
 
 	wd *watchdog.Watchdog
 

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -174,14 +176,26 @@ func (d *daemon) manageDial(ctx context.Context, cfg *config.Config, network, ad
 	return dl.DialContext(ctx, network, addr)
 }
 
-// serveManageAPI serves the push API on the tunnel's IPv4 address, and
-// only there, while the tunnel has one; callers must be tailnet nodes
-// with one of management.noc_tags.
+// serveManageAPI serves the push API over TLS on the tunnel's IPv4
+// address, and only there, while the tunnel has one; callers must be
+// tailnet nodes with one of management.noc_tags. The certificate is the
+// box's own (self-signed, on /perm): the NOC pins its fingerprint.
 func (d *daemon) serveManageAPI(ctx context.Context) error {
-	if d.mg.tun == nil {
+	if d.mg.tun == nil || d.cert == nil {
 		<-ctx.Done()
 		return nil
 	}
+	if _, err := d.cert(); err != nil {
+		// Never served in clear: push waits for a certificate, pull
+		// still works.
+		d.log.Error("management API off: no certificate", "err", err)
+		<-ctx.Done()
+		return nil
+	}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := d.cert()
+		return &c, err
+	}}
 	api := &manage.API{M: d.mg.mgr, Auth: d.whoIsNOC}
 	if d.up.api != nil {
 		api.Update = d.up.api
@@ -216,10 +230,11 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 				if err != nil {
 					d.log.Warn("management API cannot listen yet", "addr", want, "err", err)
 				} else {
-					srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+					srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConf,
+						ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
 					bind = want
-					d.log.Info("management API listening", "event", "manage-api-listening", "addr", want)
-					go srv.Serve(ln)
+					d.log.Info("management API listening", "event", "manage-api-listening", "addr", want, "tls", true)
+					go srv.Serve(tls.NewListener(ln, tlsConf))
 				}
 			}
 		}

@@ -91,6 +91,10 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 		// The orderly shutdown: as init it reboots the board; elsewhere
 		// (lab, development) the daemon exits.
 		Reboot: func() error { return syscall.Kill(os.Getpid(), syscall.SIGTERM) }})
+	// The box has one certificate: the management API serves the page's
+	// (made at first boot on /perm), so the fingerprint shown on the
+	// screen is the one the NOC pins.
+	d.cert = srv.Certificate
 	go srv.Run(ctx)
 	if f.control != "" {
 		go func() {

@@ -13,13 +13,14 @@ import (
 	"strings"
 	"time"
 
+	"passerelle/pkg/boxcert"
 	"passerelle/pkg/inventory"
 	"passerelle/pkg/manage"
 )
 
 const pushUsage = `usage: passerellectl push --key FILE [--version N] [--expires 72h] [--json]
-         (--box URL CONFIG | --inventory CSV --configs DIR --url TEMPLATE)
-         [--waves 1%,10%,50%,100%] [--max-failure 5%] [--parallel 64]
+         (--box URL [--fingerprint FP] CONFIG | --inventory CSV --configs DIR --url TEMPLATE)
+         [--waves 1%,10%,50%,100%] [--max-failure 5%] [--parallel 64] [--known-boxes FILE]
 
 Signs each box's configuration and pushes it to the box's management API
 (on its tunnel address), waiting for the box's verdict: committed (the
@@ -27,28 +28,39 @@ health gate passed), rolled back and why, or rejected and why. With an
 inventory the fleet is pushed in waves: the first is the canary; after
 each wave the push stops if the share of failed boxes so far is above
 --max-failure. TEMPLATE is the API's base URL with {column} replaced by
-the inventory row's values, e.g. http://{tunnel_ip}:8443. Progress goes
+the inventory row's values, e.g. https://{tunnel_ip}:8443. Progress goes
 to stderr; --json prints the whole report. Exit status 1 if any box
 failed or the push stopped.
+` + trustUsage
+
+// trustUsage is how every command that talks to boxes checks them.
+const trustUsage = `
+The API is HTTPS with the box's own certificate. A box is accepted if its
+certificate has the SHA-256 fingerprint pinned by --fingerprint (one box)
+or the inventory's fingerprint column; else the fingerprint seen the
+first time is trusted and kept in the known-boxes file, and a box that
+later shows another certificate is refused.
 `
 
-const statusUsage = `usage: passerellectl status [--json] [--parallel 64] (--box URL | --inventory CSV --url TEMPLATE)
+const statusUsage = `usage: passerellectl status [--json] [--parallel 64] [--known-boxes FILE]
+         (--box URL [--fingerprint FP] | --inventory CSV --url TEMPLATE)
 
 Prints one line per box: the version and generation it runs, a generation
 inside its confirm window, its warnings, and the last bundle's outcome
 and why.
-`
+` + trustUsage
 
 const generationsUsage = `usage: passerellectl generations list --box URL [--json]
        passerellectl generations diff --box URL A B
        passerellectl generations rollback --box URL --to N --key FILE [--version V]
+       (each with [--fingerprint FP] [--known-boxes FILE])
 
 list: the generations a box keeps (the last 10), who signed them, when,
 and what became of them. diff: the configuration change from A to B.
 rollback: signs generation N's configuration again as a new version and
 pushes it, so going back passes the same checks and health gate as going
 forward.
-`
+` + trustUsage
 
 // targetFlags say which boxes a command talks to.
 type targetFlags struct {
@@ -56,45 +68,64 @@ type targetFlags struct {
 }
 
 func (t *targetFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&t.box, "box", "", "one box's management API `URL`, e.g. http://100.64.0.7:8443")
-	fs.StringVar(&t.inv, "inventory", "", "NOC inventory `CSV` (a uai column, and those TEMPLATE uses)")
-	fs.StringVar(&t.url, "url", "", "API URL `TEMPLATE` with {column} placeholders, e.g. http://{tunnel_ip}:8443")
+	fs.StringVar(&t.box, "box", "", "one box's management API `URL`, e.g. https://100.64.0.7:8443")
+	fs.StringVar(&t.inv, "inventory", "", "NOC inventory `CSV` (a uai column, those TEMPLATE uses, and optionally fingerprint)")
+	fs.StringVar(&t.url, "url", "", "API URL `TEMPLATE` with {column} placeholders, e.g. https://{tunnel_ip}:8443")
 }
 
-// targets returns the boxes, UAI and URL (the UAI is empty with --box).
-func (t *targetFlags) targets() ([]manage.Target, error) {
+// targets returns the boxes, UAI and URL (the UAI is empty with --box),
+// and each one's pinned fingerprint (the inventory's fingerprint column;
+// empty: none).
+func (t *targetFlags) targets() ([]manage.Target, []string, error) {
 	if (t.box == "") == (t.inv == "") {
-		return nil, fmt.Errorf("give --box URL or --inventory CSV --url TEMPLATE")
+		return nil, nil, fmt.Errorf("give --box URL or --inventory CSV --url TEMPLATE")
 	}
 	if t.box != "" {
-		return []manage.Target{{URL: strings.TrimSuffix(t.box, "/")}}, nil
+		u := strings.TrimSuffix(t.box, "/")
+		if _, err := apiAddr(u); err != nil {
+			return nil, nil, err
+		}
+		return []manage.Target{{URL: u}}, nil, nil
 	}
 	if t.url == "" {
-		return nil, fmt.Errorf("--inventory needs --url TEMPLATE")
+		return nil, nil, fmt.Errorf("--inventory needs --url TEMPLATE")
 	}
 	data, err := os.ReadFile(t.inv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	inv, err := inventory.ParseInventory(filepath.Base(t.inv), data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []manage.Target
+	var (
+		out    []manage.Target
+		pinned []string
+	)
 	for _, r := range inv.Rows {
 		if len(r.Errs) > 0 || r.UAI == "" {
-			return nil, fmt.Errorf("%s:%d: unusable row", t.inv, r.Line)
+			return nil, nil, fmt.Errorf("%s:%d: unusable row", t.inv, r.Line)
 		}
 		u := t.url
 		for k, v := range r.Values {
 			u = strings.ReplaceAll(u, "{"+k+"}", v)
 		}
 		if strings.Contains(u, "{") {
-			return nil, fmt.Errorf("%s:%d: %s has a placeholder with no column", t.inv, r.Line, u)
+			return nil, nil, fmt.Errorf("%s:%d: %s has a placeholder with no column", t.inv, r.Line, u)
 		}
-		out = append(out, manage.Target{UAI: r.UAI, URL: strings.TrimSuffix(u, "/")})
+		u = strings.TrimSuffix(u, "/")
+		if _, err := apiAddr(u); err != nil {
+			return nil, nil, fmt.Errorf("%s:%d: %w", t.inv, r.Line, err)
+		}
+		if fp := r.Values[fingerprintColumn]; fp != "" {
+			if _, err := boxcert.ParseFingerprint(fp); err != nil {
+				return nil, nil, fmt.Errorf("%s:%d: column %s: %w", t.inv, r.Line, fingerprintColumn, err)
+			}
+		}
+		out = append(out, manage.Target{UAI: r.UAI, URL: u})
+		pinned = append(pinned, r.Values[fingerprintColumn])
 	}
-	return out, nil
+	return out, pinned, nil
 }
 
 // parseShare reads 5% or 0.05.
@@ -185,6 +216,8 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 	so.register(fs, 72*time.Hour)
 	var tf targetFlags
 	tf.register(fs)
+	var trust trustFlags
+	trust.register(fs)
 	configs := fs.String("configs", "", "`directory` of the configurations, <uai>.yaml (with --inventory)")
 	var wf waveFlags
 	wf.register(fs, 64)
@@ -195,7 +228,7 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "passerellectl push: %v\n", err)
 		return code
 	}
-	targets, err := tf.targets()
+	targets, pinned, err := tf.targets()
 	if err != nil {
 		return fail(2, err)
 	}
@@ -222,6 +255,13 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		}
 		targets[i].UAI, targets[i].Bundle = uai, b
 	}
+	pins, err := trust.pins(targets, pinned)
+	if err != nil {
+		return fail(2, err)
+	}
+	defer saveKnown(pins, stderr)
+	// A push waits for the box's verdict: up to its confirm window.
+	o.Client = trustClient(pins, 2*time.Hour, 2)
 	rep := manage.Rollout(context.Background(), targets, o)
 	return wf.report(stdout, rep, fmt.Sprintf("version %d", s.version))
 }
@@ -232,17 +272,29 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, statusUsage) }
 	var tf targetFlags
 	tf.register(fs)
+	var trust trustFlags
+	trust.register(fs)
 	parallel := fs.Int("parallel", 64, "boxes asked at once")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		return 2
 	}
-	targets, err := tf.targets()
-	if err != nil {
-		fmt.Fprintf(stderr, "passerellectl status: %v\n", err)
-		return 2
+	targets, pinned, err := tf.targets()
+	if err == nil {
+		var pins *boxcert.Pins
+		if pins, err = trust.pins(targets, pinned); err == nil {
+			defer saveKnown(pins, stderr)
+			rows := manage.FleetStatus(context.Background(), trustClient(pins, 30*time.Second, 2), targets, *parallel)
+			return printStatus(rows, *asJSON, stdout)
+		}
 	}
-	rows := manage.FleetStatus(context.Background(), nil, targets, *parallel)
+	fmt.Fprintf(stderr, "passerellectl status: %v\n", err)
+	return 2
+}
+
+// printStatus prints the fleet table (or JSON); exit status 1 when a
+// box is unreachable or inside a confirm window.
+func printStatus(rows []manage.BoxStatus, asJSON bool, stdout io.Writer) int {
 	bad := 0
 	for i := range rows {
 		if rows[i].UAI == "" {
@@ -252,7 +304,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			bad++
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		json.NewEncoder(stdout).Encode(rows)
 	} else {
 		fmt.Fprint(stdout, manage.StatusTable(rows))
@@ -276,6 +328,8 @@ func cmdGenerations(args []string, stdout, stderr io.Writer) int {
 	to := fs.Int("to", 0, "generation to roll back to")
 	var so signOpts
 	so.register(fs, 72*time.Hour)
+	var trust trustFlags
+	trust.register(fs)
 	if err := fs.Parse(args[1:]); err != nil || *box == "" {
 		fs.Usage()
 		return 2
@@ -285,7 +339,13 @@ func cmdGenerations(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	base := strings.TrimSuffix(*box, "/")
-	c := &http.Client{Timeout: 30 * time.Second}
+	pins, err := trust.pins([]manage.Target{{URL: base}}, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "passerellectl generations: %v\n", err)
+		return 2
+	}
+	defer saveKnown(pins, stderr)
+	c := trustClient(pins, 30*time.Second, 2)
 	switch args[0] {
 	case "list":
 		var gs []manage.Generation
@@ -341,7 +401,7 @@ func cmdGenerations(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		out := manage.PushOne(context.Background(), &http.Client{Timeout: 2 * time.Hour}, manage.Target{UAI: st.UAI, URL: base, Bundle: b})
+		out := manage.PushOne(context.Background(), trustClient(pins, 2*time.Hour, 2), manage.Target{UAI: st.UAI, URL: base, Bundle: b})
 		if *asJSON {
 			json.NewEncoder(stdout).Encode(out)
 		} else {

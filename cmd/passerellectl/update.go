@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -157,6 +156,8 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, updateUsage) }
 	var tf targetFlags
 	tf.register(fs)
+	var trust trustFlags
+	trust.register(fs)
 	var wf waveFlags
 	// Images are large: fewer at once than configurations.
 	wf.register(fs, 8)
@@ -176,10 +177,15 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(1, err)
 	}
-	targets, err := tf.targets()
+	targets, pinned, err := tf.targets()
 	if err != nil {
 		return fail(2, err)
 	}
+	pins, err := trust.pins(targets, pinned)
+	if err != nil {
+		return fail(2, err)
+	}
+	defer saveKnown(pins, stderr)
 	o, err := wf.options(len(targets), stderr)
 	if err != nil {
 		return fail(2, err)
@@ -188,7 +194,7 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	o.Push, o.Failed = p.Push, p.Failed
 	// An image takes minutes over a slow school link; the box answers
 	// once it is written and read back.
-	o.Client = &http.Client{Timeout: 2 * time.Hour}
+	o.Client = trustClient(pins, 2*time.Hour, 2)
 	rep := manage.Rollout(context.Background(), targets, o)
 	return wf.report(stdout, rep, fmt.Sprintf("firmware %s for %s", m.Version, m.Board))
 }
