@@ -2,7 +2,6 @@ package fleettest
 
 import (
 	"context"
-	"net/http"
 	"runtime"
 	"slices"
 	"strings"
@@ -29,7 +28,7 @@ func TestManageFleetWaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: time.Minute}
+	client := f.Client(4, 2*time.Minute)
 	rep := manage.Rollout(context.Background(), targets, manage.RolloutOptions{MaxFailure: 0.03, Parallel: 256, Client: client})
 	t.Logf("waves %v, pushed %d, failed %d, stopped %v after wave %d, in %s; %v", rep.Waves, rep.Pushed, rep.Failed,
 		rep.Stopped, rep.StoppedWave, rep.Took.Round(time.Millisecond), rep.Summary())
@@ -77,6 +76,35 @@ func TestManageFleetWaves(t *testing.T) {
 	t.Logf("status of the rolled-back boxes:\n%s\n%s", lines[0], strings.Join(rolled, "\n"))
 }
 
+// TestPassingBoxCommitsWhenItsGateRunsLate: the cause of a flake of
+// TestManageFleetWaves under load ("the health gate never ran" for a box
+// that passes): the first gate round of a passing box ended only after
+// the (short) window, and the box was rolled back. Here every first
+// round ends after the failing boxes' window; the passing boxes still
+// commit, the failing ones still roll back for their gate.
+func TestPassingBoxCommitsWhenItsGateRunsLate(t *testing.T) {
+	f, err := Start(Options{N: 4, FailShare: 0.5, Seed: 1, Dir: t.TempDir(), Window: 300 * time.Millisecond,
+		Hold: 50 * time.Millisecond, lateGate: 600 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	targets, err := f.Targets(1, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := manage.Rollout(context.Background(), targets, manage.RolloutOptions{Waves: []float64{1}, MaxFailure: 1, Client: f.Client(2, time.Minute)})
+	for i, o := range rep.Outcomes {
+		want := manage.OutcomeCommitted
+		if f.Boxes[i].Failing {
+			want = manage.OutcomeRolledBack
+		}
+		if o.Outcome != want {
+			t.Errorf("%s (failing %v): %s %s %s, want %s", o.UAI, f.Boxes[i].Failing, o.Outcome, o.Reason, o.Detail, want)
+		}
+	}
+}
+
 // BenchmarkManagePush10k pushes to 10,000 simulated boxes (no failures,
 // everyone in waves) and reports the NOC side's peak heap: run with
 // -benchtime=1x.
@@ -86,7 +114,7 @@ func BenchmarkManagePush10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}, Timeout: time.Minute}
+	client := f.Client(2, 2*time.Minute)
 	for i := 0; b.Loop(); i++ {
 		targets, err := f.Targets(uint64(i+1), "v")
 		if err != nil {

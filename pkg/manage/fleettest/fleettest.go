@@ -1,26 +1,33 @@
 // Package fleettest simulates a fleet of boxes in one process, for the
 // rollout tests and benchmarks (issue 16): each box is the real manager
-// and push API on its own loopback listener, with its own generations
-// directory; its submit path is a fake that applies nothing, and a chosen
-// share of the boxes fail the health gate.
+// and push API on its own loopback listener, over TLS with its own
+// certificate as a box has, with its own generations directory; its
+// submit path is a fake that applies nothing, and a chosen share of the
+// boxes fail the health gate.
 package fleettest
 
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"passerelle/pkg/box"
+	"passerelle/pkg/boxcert"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
 	"passerelle/pkg/manage"
@@ -72,9 +79,27 @@ type Options struct {
 	FailShare float64 // share of boxes whose gate never passes
 	Seed      uint64  // which boxes fail
 	Dir       string  // generations directories, one per box
-	Window    time.Duration
-	Hold      time.Duration
+	// Window is the confirm window of the failing boxes: how long they
+	// take to roll back. The passing boxes get at least passWindow, so
+	// that on a loaded machine a gate round that runs late never turns
+	// a box that passes into a rollback (see passWindow).
+	Window time.Duration
+	Hold   time.Duration
+	// lateGate delays the first gate round of every box, as a starved
+	// scheduler does (tests).
+	lateGate time.Duration
 }
+
+// passWindow is the least confirm window of a box that passes its gate.
+// The gate commits once it has passed for Hold, and rolls back when a
+// round ends after the window: with windows of a second or two, 2,000
+// windows open at once on a loaded 2-core machine sometimes got their
+// first round only after the window, and a passing box was rolled back
+// ("the health gate never ran"). The gate's own timing is tested in
+// pkg/manage; here only the verdict counts, and it must not depend on
+// the scheduler. A passing box still commits after Hold, so the
+// rollouts take no longer.
+const passWindow = time.Minute
 
 // Fleet is the simulated boxes and the NOC key they trust.
 type Fleet struct {
@@ -84,11 +109,12 @@ type Fleet struct {
 
 // Box is one simulated box.
 type Box struct {
-	UAI     string
-	URL     string
-	Failing bool
-	M       *manage.Manager
-	srv     *http.Server
+	UAI         string
+	URL         string // https://127.0.0.1:PORT
+	Fingerprint string // of the box's certificate
+	Failing     bool
+	M           *manage.Manager
+	srv         *http.Server
 }
 
 type nopSubmit struct{}
@@ -142,7 +168,15 @@ func (f *Fleet) startBox(i int, failing bool, o Options) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
+	window := o.Window
+	if !failing {
+		window = max(window, passWindow)
+	}
+	var late atomic.Bool
 	probe := manage.Probe{Name: "uplinks", Check: func(context.Context, *config.Config, any) error {
+		if o.lateGate > 0 && !late.Swap(true) {
+			time.Sleep(o.lateGate)
+		}
 		if failing {
 			return fmt.Errorf("no uplink online: renater is offline (it lost 3 probe rounds in a row)")
 		}
@@ -150,7 +184,7 @@ func (f *Fleet) startBox(i int, failing bool, o Options) (*Box, error) {
 	}}
 	m, err := manage.New(box.Deps{Metrics: prometheus.NewRegistry(), Health: health.New(time.Now)}, manage.Options{
 		Dir: filepath.Join(o.Dir, b.UAI), Submitter: nopSubmit{}, Probes: []manage.Probe{probe},
-		Confirm: o.Window, Hold: o.Hold, Every: max(o.Hold/2, 10*time.Millisecond)})
+		Confirm: window, Hold: o.Hold, Every: max(o.Hold/2, 10*time.Millisecond)})
 	if err != nil {
 		return nil, err
 	}
@@ -161,10 +195,37 @@ func (f *Fleet) startBox(i int, failing bool, o Options) (*Box, error) {
 		m.Close()
 		return nil, err
 	}
-	b.M, b.URL = m, "http://"+ln.Addr().String()
-	b.srv = &http.Server{Handler: &manage.API{M: m}, ReadHeaderTimeout: 10 * time.Second}
-	go b.srv.Serve(ln)
+	b.M = m
+	b.srv = &http.Server{Handler: &manage.API{M: m}, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are the tests' point
+	cert, err := boxcert.LoadOrCreate("", b.UAI, time.Now())
+	if err != nil {
+		ln.Close()
+		m.Close()
+		return nil, err
+	}
+	b.URL, b.Fingerprint = "https://"+ln.Addr().String(), boxcert.Fingerprint(cert)
+	go b.srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
 	return b, nil
+}
+
+// Pins pins every box's fingerprint, as an inventory with a fingerprint
+// column does.
+func (f *Fleet) Pins() *boxcert.Pins {
+	p := &boxcert.Pins{Pinned: map[string]string{}, Names: map[string]string{}}
+	for _, b := range f.Boxes {
+		addr := strings.TrimPrefix(b.URL, "https://")
+		p.Pinned[addr], p.Names[addr] = b.Fingerprint, b.UAI
+	}
+	return p
+}
+
+// Client is the NOC's HTTP client for the fleet: every box checked
+// against its pinned fingerprint.
+func (f *Fleet) Client(perHost int, timeout time.Duration) *http.Client {
+	tr := boxcert.Transport(f.Pins().Check)
+	tr.MaxIdleConnsPerHost = perHost
+	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
 // Targets signs one bundle per box (version, config named name).

@@ -4,7 +4,9 @@
 //	manage push -n 10000    a fleet of simulated boxes on loopback in this
 //	                        process; passerellectl push (a child process)
 //	                        rolls a signed bundle out to all of them in
-//	                        waves: wall time and the NOC's peak RSS
+//	                        waves over TLS, each box pinned by its
+//	                        certificate's fingerprint: wall time and the
+//	                        NOC's peak RSS
 //	manage pull -n 10000 -cycle 60s
 //	                        one HTTPS bundle server (a child process) and
 //	                        the boxes' real pull clients, each polling once
@@ -94,10 +96,10 @@ func benchPush(n int, ctl, dir string, parallel int) {
 	configs := filepath.Join(dir, "configs")
 	os.MkdirAll(configs, 0o755)
 	var csv strings.Builder
-	csv.WriteString("uai,api\n")
+	csv.WriteString("uai,api,fingerprint\n")
 	for i, b := range f.Boxes {
 		os.WriteFile(filepath.Join(configs, b.UAI+".yaml"), []byte(fleettest.Config(i, "v2", f.Key)), 0o644)
-		fmt.Fprintf(&csv, "%s,%s\n", b.UAI, strings.TrimPrefix(b.URL, "http://"))
+		fmt.Fprintf(&csv, "%s,%s,%s\n", b.UAI, strings.TrimPrefix(b.URL, "https://"), b.Fingerprint)
 	}
 	inv := filepath.Join(dir, "schools.csv")
 	os.WriteFile(inv, []byte(csv.String()), 0o644)
@@ -106,7 +108,7 @@ func benchPush(n int, ctl, dir string, parallel int) {
 	os.WriteFile(key, kf, 0o600)
 
 	cmd := exec.Command(ctl, "push", "--json", "--key", key, "--version", "2", "--inventory", inv, "--configs", configs,
-		"--url", "http://{api}", "--parallel", strconv.Itoa(parallel))
+		"--url", "https://{api}", "--parallel", strconv.Itoa(parallel), "--known-boxes", filepath.Join(dir, "known_boxes"))
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	t0 := time.Now()
