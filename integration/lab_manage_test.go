@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"passerelle/pkg/lab"
 	"passerelle/pkg/manage"
 )
 
@@ -75,14 +73,7 @@ func startManageLabWith(t *testing.T, extra string, confirm time.Duration) *mana
 `, k.PublicKey, caFile) + extra
 	fw := labFor(t, []byte(cfg), nil)
 	ml.firmware = fw
-	ln, err := lab.Listen(fw.lab.Namespace(lab.RoleAcademy), "tcp4", "203.0.113.100:8443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.StripPrefix("/bundles", manage.FileServer(ml.pub)),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	go srv.Serve(tls.NewListener(ln, srv.TLSConfig))
-	t.Cleanup(func() { srv.Close() })
+	servePull(t, ml, cert)
 	ml.state = t.TempDir()
 	ml.launch(t)
 	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
@@ -219,7 +210,7 @@ func TestManageRestartInWindow(t *testing.T) {
 	ml.wait(10 * time.Second)
 	mark = ml.mark()
 	ml.launch(t)
-	ml.waitEventAfter(t, mark, 10*time.Second, manage.EvBundleRolledBack, map[string]string{"reason": manage.RollbackRestart})
+	ml.waitEventAfter(t, mark, 10*time.Second, manage.EvBundleRolledBack, map[string]string{"reason": manage.RollbackCrash})
 	ml.waitEventAfter(t, mark, 10*time.Second, "config-applied", map[string]string{"source": "start"})
 	st, gs := ml.generations(t)
 	if st.Pending != nil || st.Current != 1 || gs[0].State != manage.StateRolledBack {
