@@ -116,6 +116,8 @@ bench: build
 	bash tools/bench/tunnel/run.sh
 	bash tools/bench/dns/run.sh && $(GO) test -run '^$$' -bench 'Load5M|Build5M' -benchtime 3x ./pkg/ut1 ./pkg/domainset
 	$(GO) test -run '^$$' -bench . ./pkg/dhcpd ./pkg/timesync
+	$(GO) run ./tools/bench/manage push -n 10000 -ctl $(BIN)/passerellectl
+	$(GO) run ./tools/bench/manage pull -n 10000 -cycle 300s -rounds 2
 
 schema:
 	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json

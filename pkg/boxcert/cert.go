@@ -126,7 +126,7 @@ func ParseFingerprint(s string) (string, error) {
 	h = strings.ReplaceAll(h, ":", "")
 	b, err := hex.DecodeString(h)
 	if err != nil || len(b) != sha256.Size {
-		return "", fmt.Errorf("fingerprint %q: expected a SHA-256 fingerprint, 32 hex pairs such as AB:CD:...", in)
+		return "", fmt.Errorf("fingerprint %q: expected a SHA-256 fingerprint, 32 hex pairs (AB:CD:EF and so on)", in)
 	}
 	parts := make([]string, len(b))
 	for i, x := range b {
