@@ -251,7 +251,7 @@ type Management struct {
 	PullURL      string   `yaml:"pull_url" doc:"URL the box polls for its latest signed bundle, http or https; {uai} is replaced by the box's UAI. Empty: no polling."`
 	PullInterval Duration `yaml:"pull_interval" default:"5m" doc:"Time between polls of pull_url, with 10% jitter (30s-24h)."`
 	CAFile       string   `yaml:"ca_file" doc:"PEM file of the certificate authorities pull_url's certificate must chain to; default the system's."`
-	APIPort      int      `yaml:"api_port" default:"8443" doc:"TCP port of the management API (push) on the box's tunnel address only."`
+	APIPort      int      `yaml:"api_port" default:"8443" doc:"TCP port of the management API (push; HTTPS with the box's own certificate, the status page's) on the box's tunnel address only."`
 	NOCTags      []string `yaml:"noc_tags" max:"16" doc:"Tailnet tags of the NOC's machines, the only callers the management API accepts; default [tag:noc]."`
 }
 
