@@ -181,21 +181,18 @@ func (d *daemon) manageDial(ctx context.Context, cfg *config.Config, network, ad
 // tailnet nodes with one of management.noc_tags. The certificate is the
 // box's own (self-signed, on /perm): the NOC pins its fingerprint.
 func (d *daemon) serveManageAPI(ctx context.Context) error {
-	if d.mg.tun == nil || d.cert == nil {
+	if d.mg.tun == nil {
 		<-ctx.Done()
 		return nil
 	}
-	if _, err := d.cert(); err != nil {
+	tlsConf, err := d.apiTLS()
+	if err != nil {
 		// Never served in clear: push waits for a certificate, pull
 		// still works.
-		d.log.Error("management API off: no certificate", "err", err)
+		d.log.Error("management API off", "err", err)
 		<-ctx.Done()
 		return nil
 	}
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		c, err := d.cert()
-		return &c, err
-	}}
 	api := &manage.API{M: d.mg.mgr, Auth: d.whoIsNOC}
 	if d.up.api != nil {
 		api.Update = d.up.api
@@ -244,6 +241,21 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// apiTLS is the TLS configuration of the management API's listeners:
+// the box's own certificate (the status page's), never plain HTTP.
+func (d *daemon) apiTLS() (*tls.Config, error) {
+	if d.cert == nil {
+		return nil, errors.New("no certificate")
+	}
+	if _, err := d.cert(); err != nil {
+		return nil, fmt.Errorf("no certificate: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c, err := d.cert()
+		return &c, err
+	}}, nil
 }
 
 // whoIsNOC asks tailscaled who is calling and accepts nodes carrying one

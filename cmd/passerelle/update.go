@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"net"
@@ -90,7 +91,7 @@ func (d *daemon) setupUpdate(f updateFlags) error {
 	d.up = updateState{u: u, api: &update.API{U: u, Trust: d.updateTrust}}
 	if f.listen != "" {
 		d.extra = append(d.extra, supervisor.Spec{Name: "update-api", Run: func(ctx context.Context) error {
-			return serveUpdateAPI(ctx, f.listen, d.up.api)
+			return d.serveUpdateAPI(ctx, f.listen, d.up.api)
 		}})
 	}
 	return nil
@@ -118,12 +119,19 @@ func (d *daemon) updateTrust() (update.Trust, error) {
 	return t, nil
 }
 
-// serveUpdateAPI serves the update API alone on addr (--update-listen).
-func serveUpdateAPI(ctx context.Context, addr string, api *update.API) error {
+// serveUpdateAPI serves the update API alone on addr (--update-listen),
+// over TLS with the box's certificate like the management API
+// (passerellectl speaks nothing else).
+func (d *daemon) serveUpdateAPI(ctx context.Context, addr string, api *update.API) error {
+	tlsConf, err := d.apiTLS()
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	ln = tls.NewListener(ln, tlsConf)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/update", api)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

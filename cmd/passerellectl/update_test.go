@@ -65,7 +65,9 @@ func TestUpdateCLI(t *testing.T) {
 		}
 		uai := fleettest.UAI(i)
 		tr := update.Trust{Keys: nocsig.Keys{key.ID: priv.Public().(ed25519.PublicKey)}, Board: "qemu-arm64", UAI: uai, Running: "0.1.0"}
-		srv := httptest.NewServer(&manage.API{Update: &update.API{U: u, Trust: func() (update.Trust, error) {
+		// HTTPS as on a box (httptest's certificate: trusted on first
+		// use, each address once).
+		srv := httptest.NewTLSServer(&manage.API{Update: &update.API{U: u, Trust: func() (update.Trust, error) {
 			tr.Now = time.Now()
 			return tr, nil
 		}}})
@@ -73,7 +75,8 @@ func TestUpdateCLI(t *testing.T) {
 		return srv.URL, s
 	}
 	url, slots := startBox(0, 2<<20)
-	out, errs, code = ctl(t, "update", "push", "--reboot", "--box", url, bundle)
+	known := filepath.Join(dir, "known_boxes")
+	out, errs, code = ctl(t, "update", "push", "--reboot", "--box", url, "--known-boxes", known, bundle)
 	t.Logf("push:\n%s", out)
 	if st, _ := slots.State(); code != 0 || st.Try != "b" || !strings.Contains(out, "installed") || !strings.Contains(out, "not possible") {
 		t.Fatalf("update push --box: %d %s %s; slots %+v", code, out, errs, st)
@@ -86,16 +89,16 @@ func TestUpdateCLI(t *testing.T) {
 			size = 1 << 20 // too small
 		}
 		u, _ := startBox(i, size)
-		csv += fmt.Sprintf("%s,%s\n", fleettest.UAI(i), strings.TrimPrefix(u, "http://"))
+		csv += fmt.Sprintf("%s,%s\n", fleettest.UAI(i), strings.TrimPrefix(u, "https://"))
 	}
 	inv := filepath.Join(dir, "schools.csv")
 	os.WriteFile(inv, []byte(csv), 0o644)
-	out, errs, code = ctl(t, "update", "push", "--inventory", inv, "--url", "http://{api}", "--waves", "10%,50%,100%", "--max-failure", "20%", bundle)
+	out, errs, code = ctl(t, "update", "push", "--inventory", inv, "--url", "https://{api}", "--waves", "10%,50%,100%", "--max-failure", "20%", "--known-boxes", known, bundle)
 	t.Logf("push in waves:\n%s%s", out, errs)
 	if code != 1 || !strings.Contains(out, "STOPPED after wave 1") || strings.Count(out, "too-large: the image") != 3 || strings.Count(out, " installed ") != 2 {
 		t.Errorf("update push in waves: %d", code)
 	}
-	out, _, _ = ctl(t, "update", "push", "--json", "--inventory", inv, "--url", "http://{api}", "--waves", "10%,100%", "--max-failure", "50%", bundle)
+	out, _, _ = ctl(t, "update", "push", "--json", "--inventory", inv, "--url", "https://{api}", "--waves", "10%,100%", "--max-failure", "50%", "--known-boxes", known, bundle)
 	var rep manage.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Pushed != 10 || rep.Failed != 3 {
 		t.Errorf("update push --json: %+v %v", rep, err)
