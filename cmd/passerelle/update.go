@@ -16,6 +16,7 @@ import (
 	"passerelle/pkg/boot"
 	"passerelle/pkg/box"
 	"passerelle/pkg/nocsig"
+	"passerelle/pkg/status"
 	"passerelle/pkg/supervisor"
 	"passerelle/pkg/update"
 	"passerelle/pkg/version"
@@ -143,4 +144,17 @@ func (d *daemon) serveUpdateAPI(ctx context.Context, addr string, api *update.AP
 		return err
 	}
 	return nil
+}
+
+// LastUpdate shows the last firmware update on the first screen
+// (status.UpdateSource).
+func (s *statusSource) LastUpdate() (status.LastUpdate, bool) {
+	if s.d.up.u == nil {
+		return status.LastUpdate{}, false
+	}
+	r, ok := s.d.up.u.Last()
+	if !ok {
+		return status.LastUpdate{}, false
+	}
+	return status.LastUpdate{At: r.At, Outcome: r.Outcome, Version: r.Version, Slot: r.Slot, Reason: r.Reason, Detail: r.Detail}, true
 }

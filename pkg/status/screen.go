@@ -64,6 +64,11 @@ func BuildScreen(src Source, lang string, now time.Time) Screen {
 	s.Lines = append(s.Lines, internetLine(t, ups), backupLine(t, ups))
 	s.Lines = append(s.Lines, tunnelLine(t, src, cfg), filteringLine(t, src, cfg, now), dhcpLine(t, src, cfg), timeLine(t, src.Time(), now), configLine(t, src.Applied()))
 	s.Lines = append(s.Lines, Line{Key: "firmware", Level: OK, Title: t.s("firmware"), Text: t.f("firmware-text", src.Version())})
+	if us, ok := src.(UpdateSource); ok {
+		if u, ok := us.LastUpdate(); ok {
+			s.Lines = append(s.Lines, updateLine(t, u))
+		}
+	}
 	ws := src.Warnings()
 	sort.SliceStable(ws, func(i, j int) bool { return ws[i].Severity > ws[j].Severity })
 	for _, w := range ws {
@@ -84,6 +89,23 @@ func BuildScreen(src Source, lang string, now time.Time) Screen {
 		s.Overall = worse(s.Overall, w.Level)
 	}
 	return s
+}
+
+// updateLine is the last firmware update: installed (to be tried at the
+// next boot), rejected (the NOC's concern: nothing changed) or failed
+// (the slot was being written; the firmware that runs is unchanged).
+func updateLine(t lang, u LastUpdate) Line {
+	l := Line{Key: "update", Title: t.s("update")}
+	at := u.At.Local().Format("02/01/2006 15:04")
+	switch u.Outcome {
+	case "installed":
+		l.Level, l.Text = OK, t.f("update-installed", at, u.Version, u.Slot)
+	case "rejected":
+		l.Level, l.Text = Neutral, t.f("update-rejected", at, u.Version, u.Reason, u.Detail)
+	default:
+		l.Level, l.Text, l.Advice = Warn, t.f("update-failed", at, u.Version, u.Reason, u.Detail), t.s("update-failed-advice")
+	}
+	return l
 }
 
 func worse(a, b Level) Level {

@@ -40,6 +40,22 @@ type Source interface {
 	Version() string
 }
 
+// UpdateSource is a Source that also knows the firmware updates (issue
+// 18): the first screen then shows the last one.
+type UpdateSource interface {
+	LastUpdate() (LastUpdate, bool)
+}
+
+// LastUpdate is the last firmware update's result.
+type LastUpdate struct {
+	At      time.Time `json:"at"`
+	Outcome string    `json:"outcome"` // installed, rejected, failed
+	Version string    `json:"version"`
+	Slot    string    `json:"slot,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
 // Counter is one named counter of the firewall.
 type Counter struct {
 	Name    string `json:"name"`
