@@ -208,14 +208,14 @@ func TestStatusPageZonesBlockPageAndCommands(t *testing.T) {
 
 	// The commands.
 	out, _ = b.cli(t, "status", "--socket", b.socket)
-	for _, want := range []string{"Internet", "OK via renater", "Filtrage", "À jour", "Configuration", "Génération 1", "SHA-256"} {
+	for _, want := range []string{"Internet", "OK via renater", "Filtrage à jour : listes UT1 du 17 août 2026", "Configuration", "Génération 1", "SHA-256"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("passerelle status lacks %q:\n%s", want, out)
 		}
 	}
 	t.Logf("passerelle status:\n%s", out)
 	out, code = b.cli(t, "why", gambling, "--zone", "peda", "--socket", b.socket)
-	if code != 0 || !strings.Contains(out, "bloqué dans la zone peda : catégorie gambling (UT1) du profil eleves") || !strings.Contains(out, "listes du") {
+	if code != 0 || !strings.Contains(out, "bloqué dans la zone peda : catégorie gambling (UT1) du profil eleves") || !strings.Contains(out, "(listes UT1 du 17 août 2026)") {
 		t.Errorf("passerelle why %s --zone peda: %d\n%s", gambling, code, out)
 	}
 	out, _ = b.cli(t, "why", "bad.lab.test", "--socket", b.socket)

@@ -242,7 +242,7 @@ func (s *statusSource) Why(zone, name string) status.Why {
 	l := w.Lists
 	return status.Why{Zone: w.Zone, Name: w.Name, Profile: w.Profile, Verdict: w.Verdict, Rule: w.Rule, Category: w.Category,
 		BlockPage: w.BlockPage, Err: w.Err,
-		Lists: status.ListsInfo{Loaded: l.Loaded, Version: l.Version, Since: l.Since, Categories: l.Categories, Domains: l.Domains}}
+		Lists: status.ListsInfo{Loaded: l.Loaded, Version: l.Version, Since: l.Since, Published: l.Published, Categories: l.Categories, Domains: l.Domains}}
 }
 
 func (s *statusSource) Usage() []status.ZoneUsage {

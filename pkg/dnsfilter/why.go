@@ -34,6 +34,7 @@ type ListsInfo struct {
 	Loaded     bool
 	Version    string
 	Since      time.Time // when this version was installed
+	Published  time.Time // when UT1 published it (ut1.Lists.Published); zero if unknown
 	Categories int
 	Domains    int
 }
@@ -44,7 +45,7 @@ func (f *Filter) ListsInfo() ListsInfo {
 	if l == nil {
 		return ListsInfo{}
 	}
-	info := ListsInfo{Loaded: true, Version: l.Version, Categories: len(l.Categories), Domains: l.Domains()}
+	info := ListsInfo{Loaded: true, Version: l.Version, Published: l.Published, Categories: len(l.Categories), Domains: l.Domains()}
 	if s := f.listsSince.Load(); s != 0 {
 		info.Since = time.Unix(0, s)
 	}

@@ -202,6 +202,9 @@ func filteringLine(t lang, src Source, cfg *config.Config, now time.Time) Line {
 		return l
 	}
 	l.Level, l.Text = OK, t.f("filtering-ok", li.Since.Local().Format("02/01/2006 15:04"), li.Categories, li.Domains)
+	if !li.Published.IsZero() {
+		l.Text = t.f("filtering-ok-published", t.date(li.Published), li.Since.Local().Format("02/01/2006"), li.Categories, li.Domains)
+	}
 	if !li.Since.IsZero() && now.Sub(li.Since) > 8*24*time.Hour {
 		l.Level, l.Advice = Warn, t.f("filtering-old", int(now.Sub(li.Since).Hours()/24))
 	}
@@ -259,7 +262,10 @@ func configLine(t lang, a Applied) Line {
 func Explain(w Why, lang string) string {
 	t := tr(lang)
 	lists := ""
-	if w.Lists.Loaded {
+	switch {
+	case w.Lists.Loaded && !w.Lists.Published.IsZero():
+		lists = t.f("why-lists-published", t.date(w.Lists.Published))
+	case w.Lists.Loaded:
 		lists = t.f("why-lists", w.Lists.Since.Local().Format("02/01/2006 15:04"))
 	}
 	switch w.Verdict {

@@ -555,7 +555,12 @@ func (s *Server) dns(w http.ResponseWriter, r *http.Request, sess *session) {
 		}
 		return int(b.Blocked) - int(a.Blocked)
 	})
-	s.page(w, "dns", sess, map[string]any{"Totals": totals, "Lists": s.o.Source.Why("", "example.invalid").Lists})
+	li := s.o.Source.Why("", "example.invalid").Lists
+	published := ""
+	if !li.Published.IsZero() {
+		published = tr(s.lang()).date(li.Published)
+	}
+	s.page(w, "dns", sess, map[string]any{"Totals": totals, "Lists": li, "Published": published})
 }
 
 func (s *Server) services(w http.ResponseWriter, r *http.Request, sess *session) {

@@ -45,7 +45,7 @@ func (f *fakeSource) Time() TimeSync {
 }
 
 func (f *fakeSource) Why(zone, name string) Why {
-	lists := ListsInfo{Loaded: true, Version: "abc", Since: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC), Categories: 80, Domains: 1000}
+	lists := ListsInfo{Loaded: true, Version: "abc", Since: time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC), Published: time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC), Categories: 80, Domains: 1000}
 	switch {
 	case zone == "":
 		return Why{Verdict: "unknown-zone", Lists: lists}
@@ -241,7 +241,7 @@ func TestLoginThenEveryPage(t *testing.T) {
 				}
 			}
 			home := c.do("GET", "/", nil).Body.String()
-			for _, want := range []string{"OK via renater, 12 ms", "backup prêt", "Génération 2", "peda : 42/200", "interface-missing:wan1", "À faire", h.srv.Fingerprint(), `lang="fr"`} {
+			for _, want := range []string{"OK via renater, 12 ms", "backup prêt", "Génération 2", "peda : 42/200", "Filtrage à jour : listes UT1 du 2 décembre 2026", "interface-missing:wan1", "À faire", h.srv.Fingerprint(), `lang="fr"`} {
 				if !strings.Contains(home, want) {
 					t.Errorf("first screen lacks %q:\n%s", want, home)
 				}
@@ -385,7 +385,7 @@ func TestDiagnosticDNSExplainsAndIsRateLimited(t *testing.T) {
 	tok := csrfOf(t, c.do("GET", "/diag", nil).Body.String())
 	rec := c.do("POST", "/diag", url.Values{"csrf": {tok}, "kind": {"dns"}, "target": {"www.casino.test"}, "zone": {"peda"}})
 	body := rec.Body.String()
-	for _, want := range []string{"catégorie gambling (UT1) du profil eleves", "10.10.0.1"} {
+	for _, want := range []string{"catégorie gambling (UT1) du profil eleves (listes UT1 du 2 décembre 2026)", "10.10.0.1"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("DNS diagnostic lacks %q:\n%s", want, body)
 		}
@@ -523,6 +523,23 @@ func TestFirewallCountersInWords(t *testing.T) {
 	for _, want := range []string{"adresse source usurpée", "Paquets sortis vers internet par le lien renater", "redirection de port camera", "90000"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("firewall page lacks %q", want)
+		}
+	}
+}
+
+// TestFilteringLineShowsThePublicationDate: the UT1 publication date in
+// words, in both languages; the install date when it is unknown.
+func TestFilteringLineShowsThePublicationDate(t *testing.T) {
+	src := &fakeSource{cfg: testConfig(t, "")}
+	for lang, want := range map[string]string{
+		"fr": "Filtrage à jour : listes UT1 du 2 décembre 2026 (installées le 04/12/2026 ; 80 catégories, 1000 domaines)",
+		"en": "Filtering up to date: UT1 lists of 2 December 2026 (installed 04/12/2026; 80 categories, 1000 domains)",
+	} {
+		sc := BuildScreen(src, lang, time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC))
+		for _, l := range sc.Lines {
+			if l.Key == "filtering" && (l.Text != want || l.Level != OK) {
+				t.Errorf("%s: filtering line %q (%s), want %q", lang, l.Text, l.Level, want)
+			}
 		}
 	}
 }

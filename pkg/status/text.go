@@ -3,6 +3,7 @@ package status
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // lang is a language of the page: French by default, English available
@@ -30,6 +31,18 @@ func (t lang) s(key string) string {
 }
 
 func (t lang) f(key string, args ...any) string { return fmt.Sprintf(t.s(key), args...) }
+
+var monthsFR = [...]string{"janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre", "décembre"}
+
+// date is a day in words: "2 décembre 2026", "2 December 2026". A
+// publication date is a calendar day: read in UTC, as UT1 states it.
+func (t lang) date(d time.Time) string {
+	d = d.UTC()
+	if t.lang == "en" {
+		return d.Format("2 January 2006")
+	}
+	return fmt.Sprintf("%d %s %d", d.Day(), monthsFR[d.Month()-1], d.Year())
+}
 
 // advice is what to do about a health warning, by code (the part before
 // the colon: "interface-missing:wan1").
@@ -179,6 +192,8 @@ var textFR = map[string]string{
 	"filtering-no-lists":          "Listes de filtrage absentes : les zones élèves sont bloquées (par sécurité).",
 	"filtering-no-lists-advice":   "Les listes se téléchargent la nuit ; si cela dure, appelez le support de l'académie.",
 	"filtering-ok":                "À jour : listes du %s (%d catégories, %d domaines)",
+	"filtering-ok-published":      "Filtrage à jour : listes UT1 du %s (installées le %s ; %d catégories, %d domaines)",
+	"why-lists-published":         " (listes UT1 du %s)",
 	"filtering-old":               "Les listes ont %d jours : la mise à jour nocturne échoue, prévenez le support.",
 	"dhcp":                        "Adresses (DHCP)",
 	"dhcp-none":                   "Aucune zone servie.",
@@ -367,6 +382,8 @@ var textEN = map[string]string{
 	"filtering-no-lists":        "No filtering lists: pupils' zones are blocked (fail closed).",
 	"filtering-no-lists-advice": "Lists download at night; if it lasts, call the academy's support.",
 	"filtering-ok":              "Up to date: lists of %s (%d categories, %d domains)",
+	"filtering-ok-published":    "Filtering up to date: UT1 lists of %s (installed %s; %d categories, %d domains)",
+	"why-lists-published":       " (UT1 lists of %s)",
 	"filtering-old":             "The lists are %d days old: the nightly update fails; tell the support.",
 	"dhcp":                      "Addresses (DHCP)",
 	"dhcp-none":                 "No zone served.",

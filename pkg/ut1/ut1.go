@@ -23,9 +23,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"passerelle/pkg/domainset"
 )
@@ -51,7 +53,14 @@ type Category struct {
 type Lists struct {
 	// Version identifies the source: the SHA-256 of the archive, or
 	// "dir:<path>" for a directory tree.
-	Version    string
+	Version string
+	// Published is when UT1 published this version, as well as the
+	// source says: the newest modification time of its list files (the
+	// publication rebuilds the categories that changed), unless a
+	// SOURCE.md beside the categories says "dated YYYY-MM-DD" (how a
+	// copy that reset the files' times records its snapshot, e.g.
+	// ../shared/data/ut1). Zero when unknown.
+	Published  time.Time
 	Set        *domainset.Set
 	Categories []Category // indexed by tag
 	byName     map[string]int
@@ -187,6 +196,34 @@ type loader struct {
 	addrs   map[string][]netip.Addr
 	raw     []int // domain lines per tag, duplicates included
 	lines   int
+	newest  time.Time // of the category files read
+	dated   time.Time // from SOURCE.md
+}
+
+// dated is SOURCE.md's statement of the snapshot's date.
+var datedRe = regexp.MustCompile(`\bdated (\d{4}-\d{2}-\d{2})\b`)
+
+// source reads a SOURCE.md: the date it states, if any.
+func (ld *loader) source(r io.Reader) {
+	b, err := io.ReadAll(io.LimitReader(r, 64<<10))
+	if err != nil {
+		return
+	}
+	if m := datedRe.FindSubmatch(b); m != nil {
+		if t, err := time.Parse("2006-01-02", string(m[1])); err == nil {
+			ld.dated = t
+		}
+	}
+}
+
+// seen notes a list file's modification time.
+func (ld *loader) seen(cat, kind string, mod time.Time) {
+	switch kind {
+	case "domains", "urls", "expressions", "usage":
+		if validCategory(cat) && mod.After(ld.newest) {
+			ld.newest = mod
+		}
+	}
 }
 
 func newLoader(opt Options, sizeHint int) *loader {
@@ -331,7 +368,10 @@ func (ld *loader) finish(version string) (*Lists, error) {
 			ld.cats[t].Addresses = len(a)
 		}
 	}
-	l := &Lists{Version: version, Set: set, Categories: ld.cats, byName: map[string]int{}, kept: ld.kept, addrs: ld.addrs}
+	l := &Lists{Version: version, Published: ld.newest, Set: set, Categories: ld.cats, byName: map[string]int{}, kept: ld.kept, addrs: ld.addrs}
+	if !ld.dated.IsZero() {
+		l.Published = ld.dated
+	}
 	for name, t := range ld.tags {
 		l.byName[name] = t
 	}
@@ -381,11 +421,19 @@ func ReadDir(dir string, opt Options) (*Lists, error) {
 				if err != nil {
 					return nil, fmt.Errorf("ut1: %w", err)
 				}
+				if st, err := f.Stat(); err == nil {
+					ld.seen(name, kind, st.ModTime())
+				}
 				err = ld.file(name, kind, f)
 				f.Close()
 				if err != nil {
 					return nil, fmt.Errorf("ut1: %s: %w", dir, err)
 				}
+			}
+		case e.Type().IsRegular() && name == "SOURCE.md":
+			if f, err := os.Open(p); err == nil {
+				ld.source(f)
+				f.Close()
 			}
 		case e.Type().IsRegular():
 			// Copies that turned symbolic links into files hold the
@@ -427,10 +475,15 @@ func ReadTarGz(r io.Reader, version string, opt Options) (*Lists, error) {
 		case tar.TypeSymlink:
 			ld.alias(parts[len(parts)-1], h.Linkname)
 		case tar.TypeReg:
+			if parts[len(parts)-1] == "SOURCE.md" && len(parts) <= 2 {
+				ld.source(tr)
+				continue
+			}
 			if len(parts) < 2 {
 				continue
 			}
 			cat, kind := parts[len(parts)-2], parts[len(parts)-1]
+			ld.seen(cat, kind, h.ModTime)
 			if err := ld.file(cat, kind, tr); err != nil {
 				return nil, fmt.Errorf("ut1: archive: %w", err)
 			}

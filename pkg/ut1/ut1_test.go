@@ -142,6 +142,51 @@ func TestReadDirSnapshot(t *testing.T) {
 	if len(l.Kept("doh")) < 100 || len(l.Addresses("doh")) == 0 {
 		t.Errorf("doh: %d names, %d addresses kept", len(l.Kept("doh")), len(l.Addresses("doh")))
 	}
+	// The copy reset the files' times; its SOURCE.md says the snapshot's.
+	if want := time.Date(2026, 8, 17, 0, 0, 0, 0, time.UTC); !l.Published.Equal(want) {
+		t.Errorf("published %v, want %v (SOURCE.md)", l.Published, want)
+	}
+}
+
+// TestPublishedDate: the publication date is the newest list file's
+// time, in an archive and in a tree, unless SOURCE.md states one.
+func TestPublishedDate(t *testing.T) {
+	older, newer := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC), time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range []struct {
+		name string
+		mod  time.Time
+	}{{"blacklists/adult/domains", older}, {"blacklists/gambling/domains", newer}, {"blacklists/README", newer.Add(time.Hour)}} {
+		body := "a.example\n"
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg, ModTime: e.mod})
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	zw.Close()
+	l, err := ReadTarGz(&buf, "v", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Published.Equal(newer) {
+		t.Errorf("archive published %v, want %v (the newest list file; README is not a list)", l.Published, newer)
+	}
+
+	dir := t.TempDir()
+	for cat, mod := range map[string]time.Time{"adult": older, "gambling": newer} {
+		os.MkdirAll(filepath.Join(dir, cat), 0o755)
+		f := filepath.Join(dir, cat, "domains")
+		os.WriteFile(f, []byte("a.example\n"), 0o644)
+		os.Chtimes(f, mod, mod)
+	}
+	if l, err := ReadDir(dir, Options{}); err != nil || !l.Published.Equal(newer) {
+		t.Errorf("tree published %v (%v), want %v", l.Published, err, newer)
+	}
+	os.WriteFile(filepath.Join(dir, "SOURCE.md"), []byte("Snapshot: the public daily mirror, commit dated 2026-08-17.\n"), 0o644)
+	if l, err := ReadDir(dir, Options{}); err != nil || !l.Published.Equal(time.Date(2026, 8, 17, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("tree with SOURCE.md published %v (%v)", l.Published, err)
+	}
 }
 
 func mustNormalize(t testing.TB, s string) string {
