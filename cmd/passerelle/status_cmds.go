@@ -99,7 +99,13 @@ func printScreen(w io.Writer, sc status.Screen, colour bool) {
 	if len(sc.Warnings) > 0 {
 		fmt.Fprintln(w)
 		for _, x := range sc.Warnings {
-			fmt.Fprintf(w, "%s %s: %s\n     → %s\n", mark(x.Level), x.Code, x.Message, x.Advice)
+			text := x.Message
+			if x.Text != "" {
+				// The meaning in the page's language, then the
+				// component's own (English, technical) message.
+				text = x.Text + "\n     (" + x.Message + ")"
+			}
+			fmt.Fprintf(w, "%s %s: %s\n     → %s\n", mark(x.Level), x.Code, text, x.Advice)
 		}
 	}
 	if sc.Fingerprint != "" {

@@ -34,7 +34,8 @@ type WarningLine struct {
 	Code      string    `json:"code"`
 	Component string    `json:"component"`
 	Level     Level     `json:"level"`
-	Message   string    `json:"message"`
+	Message   string    `json:"message"`        // the component's, English
+	Text      string    `json:"text,omitempty"` // what it means, in the screen's language
 	Advice    string    `json:"advice"`
 	Since     time.Time `json:"since"`
 }
@@ -79,7 +80,7 @@ func BuildScreen(src Source, lang string, now time.Time) Screen {
 		case health.Info:
 			l = Neutral
 		}
-		s.Warnings = append(s.Warnings, WarningLine{Code: w.Code, Component: w.Component, Level: l, Message: w.Message, Advice: t.advice(w.Code), Since: w.Since})
+		s.Warnings = append(s.Warnings, WarningLine{Code: w.Code, Component: w.Component, Level: l, Message: w.Message, Text: t.warningText(w.Code), Advice: t.advice(w.Code), Since: w.Since})
 	}
 	s.Overall = OK
 	for _, l := range s.Lines {

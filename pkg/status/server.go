@@ -500,19 +500,6 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.page(w, "home", sess, map[string]any{"Screen": s.Screen(), "Changes": changes})
 }
 
-// lastChanges are the newest records that say something changed, newest
-// first.
-func lastChanges(recs []eventlog.Record, n int) []eventlog.Record {
-	var out []eventlog.Record
-	for i := len(recs) - 1; i >= 0 && len(out) < n; i-- {
-		switch recs[i].Str("event") {
-		case "config-applied", "config-rejected", "uplink-switch", "uplink-state", "health-raised", "health-cleared", "dns-lists-loaded", "service-failed", "daemon-running", "shutdown":
-			out = append(out, recs[i])
-		}
-	}
-	return out
-}
-
 func (s *Server) uplinks(w http.ResponseWriter, r *http.Request, sess *session) {
 	s.page(w, "uplinks", sess, map[string]any{"Uplinks": s.o.Source.Uplinks()})
 }
@@ -614,6 +601,7 @@ func (s *Server) funcs() template.FuncMap {
 		"diagKinds": func() []string { return []string{diagDNS, diagPing, diagTraceroute, diagHTTP} },
 		"pct":       func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
 		"explain":   func(w Why, lang string) string { return Explain(w, lang) },
+		"change":    func(r eventlog.Record, lang string) string { return ChangeText(r, lang) },
 		"attrs": func(r eventlog.Record) string {
 			var parts []string
 			for k := range r {

@@ -129,7 +129,7 @@ type Why struct {
 type ListsInfo struct {
 	Loaded     bool      `json:"loaded"`
 	Version    string    `json:"version"`
-	Since      time.Time `json:"since"`               // installed on the box
+	Since      time.Time `json:"since"`              // installed on the box
 	Published  time.Time `json:"published,omitzero"` // by UT1
 	Categories int       `json:"categories"`
 	Domains    int       `json:"domains"`
