@@ -60,9 +60,11 @@ func TestUpdatePushLab(t *testing.T) {
 		}
 	}
 	box := fw.lab.Namespace(lab.RoleBox)
+	// HTTPS with the box's own certificate, trusted on first use.
+	known := filepath.Join(dir, "known_boxes")
 	push := func(bundle string) (string, error) {
 		b, err := exec.Command("ip", "netns", "exec", box, bins(t).ctl, "update", "push", "--reboot",
-			"--box", "http://127.0.0.1:8444", bundle).CombinedOutput()
+			"--box", "https://127.0.0.1:8444", "--known-boxes", known, bundle).CombinedOutput()
 		return string(b), err
 	}
 
