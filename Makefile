@@ -1,4 +1,5 @@
 # Passerelle: firmware for school network gateways.
+#   make         the firmware, passerellectl, and tailscaled for the host and linux/arm64
 #   make demo    a virtual school network in namespaces with the firmware in it (root)
 #   make test    every test: unit tests, and lab integration tests when root
 #   make bench   the benchmarks; figures go to docs/benchmarks.md
@@ -18,7 +19,7 @@ TESTFLAGS ?= -count=1 -timeout 45m
 
 .PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm update-bundle
 
-all: build
+all: build tailscaled
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/passerelle ./cmd/passerellectl

@@ -20,7 +20,15 @@ GO=${GO:-go}
 # debug gives the LocalAPI's "rebind", which the tunnel calls when it moves
 # tailscaled's traffic to another uplink (pkg/tunnel, follow): without it a
 # failover left the tunnel down ~5 s; +1.3 MiB (19.4 MB on linux/amd64).
-FEATURES=netstack,debug,osrouter,advertiseroutes,useroutes,dns,c2n,health,portmapper,ipnbus,cli,unixsocketidentity
+# gro: --min omits it, but not the data path's offloads (wireguard-go reads
+# and writes TSO/GSO batches on tailscale0 and magicsock uses UDP GSO/GRO
+# whatever the tags); what it omits is the start-up probe that turns TUN GRO
+# off on kernels whose TUN refuses coalesced writes (EINVAL, a bug that
+# reached LTS kernels: tailscale#13041) and the TS_TUN_DISABLE_TCP_GRO /
+# TS_TUN_DISABLE_UDP_GRO knobs. Without them such a kernel drops every
+# coalesced TCP write: the tunnel would crawl instead of falling back.
+# +48 KiB on linux/amd64, +128 KiB on linux/arm64 (18.6 and 17.3 MiB).
+FEATURES=gro,netstack,debug,osrouter,advertiseroutes,useroutes,dns,c2n,health,portmapper,ipnbus,cli,unixsocketidentity
 VERSION=$($GO list -m -f '{{.Version}}' tailscale.com)
 TAGS=${TAILSCALED_TAGS:-$($GO run tailscale.com/cmd/featuretags --min --add=$FEATURES)}
 KEY=$(printf '%s\n%s\n' "$VERSION" "$TAGS" | sha256sum | cut -c1-12)
