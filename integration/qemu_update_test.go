@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,35 +9,94 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf16"
+
+	"gopkg.in/yaml.v3"
 )
 
-// The A/B part of TestQEMUBoot (issue 18): on the disk the two boots left,
-// an update to the other slot that the health gate commits, then an
-// update whose init exits at once and one that hangs with the watchdog
-// armed: each time the box comes back to the good slot by itself and
-// reports why (slot-abandoned, the update-abandoned warning).
+// The A/B part of TestQEMUBoot (issue 18): in one VM on the disk the two
+// boots left, through the box's update API and the real update path
+// (pkg/update streams the signed bundle into the inactive slot, verifies
+// it, calls pkg/slots' TryOnce and reboots): an update to the other slot
+// that the health gate commits, then an update whose init exits at once
+// and one that hangs with the watchdog armed. Each time the box comes
+// back to the good slot by itself and reports why (slot-abandoned, the
+// update-abandoned warning).
 //
-// The updates are installed while the VM is off, by writing what the box
-// itself writes (pkg/update's install, then pkg/slots' TryOnce): the slot
-// image into the inactive partition, try_slot in the GRUB environment on
-// the ESP (mtools), and the trial record on /perm (debugfs). The box's own
-// update API cannot be reached from the test: it is served on the tunnel
-// address, and --update-listen on the LAN address is refused by the
-// box's firewall (the zone's input chain opens DNS, DHCP, NTP and the
-// status page only). What runs in the VM is the real boot path: UEFI,
-// GRUB's try-once, the trial boot's record, the health gate, the commit
-// or the fallback.
+// The update API is served on the tunnel address; the image of this test
+// also serves it with --update-listen on the LAN address (mkimage
+// -run-args) and its configuration opens that port to the school zone
+// (a firewall rule to the box), so the LAN computer of qemu_lan_test.go
+// pushes the bundles with passerellectl.
 
-// updateImages are the slot images of the three updates.
+// updateListen is where the test image serves the update API.
+const (
+	updateListen = "10.99.0.1:8444"
+	updatePort   = 8444
+)
+
+// updateConfig writes the image's configuration for the update tests:
+// base with a NOC key trusted and the update API open to the school
+// zone. It returns the file and the key.
+func updateConfig(t *testing.T, dir, base, ctl string) (cfg, key string) {
+	t.Helper()
+	key = filepath.Join(dir, "noc.key")
+	out, err := exec.Command(ctl, "keygen", "--json", "--id", "qemu-test-noc", "--out", key).Output()
+	if err != nil {
+		t.Fatalf("passerellectl keygen: %v", err)
+	}
+	var k struct {
+		KeyID     string `json:"key_id"`
+		PublicKey string `json:"public_key"`
+	}
+	if err := json.Unmarshal(out, &k); err != nil {
+		t.Fatalf("keygen output %q: %v", out, err)
+	}
+	if !filepath.IsAbs(base) {
+		base = filepath.Join("..", base)
+	}
+	data, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("%s: %v", base, err)
+	}
+	mg, _ := doc["management"].(map[string]any)
+	if mg == nil {
+		mg = map[string]any{}
+		doc["management"] = mg
+	}
+	mg["trusted_keys"] = []any{map[string]any{"name": k.KeyID, "public_key": k.PublicKey}}
+	fw, _ := doc["firewall"].(map[string]any)
+	if fw == nil {
+		fw = map[string]any{}
+		doc["firewall"] = fw
+	}
+	rules, _ := fw["rules"].([]any)
+	fw["rules"] = append(rules, map[string]any{"name": "update-api-test", "from": lanZoneName, "to": "box",
+		"protocol": "tcp", "ports": []any{updatePort}, "action": "accept"})
+	data, err = yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(dir, "qemu-update.yaml")
+	if err := os.WriteFile(cfg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, key
+}
+
+// updateImages are the signed bundles of the three updates.
 type updateImages struct {
-	good, exit, hang string // slot.img paths
+	good, exit, hang string // bundle paths
 	err              error
 }
 
 // buildUpdates builds the three update images (versions 0.2.0, 0.3.0 with
-// the exit fault, 0.4.0 with the hang fault) with mkimage.
-func buildUpdates(dir, goBin, mk, kernelDeb, cache, grubDeb, config string) updateImages {
+// the exit fault, 0.4.0 with the hang fault) with mkimage, and signs each
+// slot image as an update bundle.
+func buildUpdates(dir, goBin, mk, ctl, key string, mkArgs []string) updateImages {
 	var u updateImages
 	for _, b := range []struct {
 		version, fault string
@@ -54,8 +111,7 @@ func buildUpdates(dir, goBin, mk, kernelDeb, cache, grubDeb, config string) upda
 			return u
 		}
 		out := filepath.Join(dir, "update-"+b.version)
-		args := []string{"-board", "qemu-arm64", "-kernel-deb", kernelDeb, "-debs", filepath.Join(cache, "debs"),
-			"-grub-deb", grubDeb, "-passerelle", bin, "-config", config, "-out", out}
+		args := append(append([]string(nil), mkArgs...), "-passerelle", bin, "-out", out)
 		if b.fault != "" {
 			args = append(args, "-fault", b.fault)
 		}
@@ -65,72 +121,111 @@ func buildUpdates(dir, goBin, mk, kernelDeb, cache, grubDeb, config string) upda
 			u.err = fmt.Errorf("mkimage %s: %v\n%s", b.version, err, out)
 			return u
 		}
-		*b.out = filepath.Join(out, "slot.img")
+		bundle := filepath.Join(dir, "update-"+b.version+".bundle")
+		if out, err := exec.Command(ctl, "update", "sign", "--key", key, "--board", "qemu-arm64", "--version", b.version,
+			"--out", bundle, filepath.Join(out, "slot.img")).CombinedOutput(); err != nil {
+			u.err = fmt.Errorf("passerellectl update sign %s: %v\n%s", b.version, err, out)
+			return u
+		}
+		*b.out = bundle
 	}
 	return u
 }
 
-// testUpdates runs the three updates on disk; criticals are the critical
-// warnings the good slot had (the trial gate's baseline, which TryOnce
-// records).
-func testUpdates(t *testing.T, dir, disk string, lan lanPort, u updateImages, criticals []string) {
+// testUpdates pushes the three updates into one VM from the LAN computer.
+func testUpdates(t *testing.T, dir, disk string, lan *qemuLAN, u updateImages, ctl string) {
+	v := startVMWith(t, disk, filepath.Join(dir, "mon-update.sock"), lan.port(), true)
+	// The good slot: running, and its critical warnings known (the DNS
+	// filter has looked for its lists), which TryOnce records as the
+	// trial gate's baseline.
+	from := 0
+	ev, _ := v.waitEventFrom(t, from, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
+	if ev["slot"] != "a" || ev["trying"] != false {
+		t.Fatalf("first boot of the update VM: %v, want slot a committed", ev)
+	}
+	_, from = v.waitEventFrom(t, from, 90*time.Second, func(e map[string]any) bool {
+		return e["event"] == "dns-lists-missing" || e["event"] == "dns-lists-loaded"
+	})
+
 	t.Run("update-committed", func(t *testing.T) {
-		installOffline(t, dir, disk, u.good, "b", "a", criticals)
-		v := startVMWith(t, disk, filepath.Join(dir, "mon-up1.sock"), lan, true)
-		ev := v.waitEvent(t, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
-		if ev["slot"] != "b" || ev["trying"] != true || ev["version"] != "0.2.0" {
-			t.Fatalf("the boot after the update: %v, want slot b on trial, version 0.2.0", ev)
-		}
+		from = pushUpdate(t, v, lan, ctl, u.good, "0.2.0", "b", from)
 		// The gate: 60 s window (rootfs/qemu-arm64.yaml), 20 s of passing.
-		c := v.waitEvent(t, 150*time.Second, func(e map[string]any) bool {
+		c, i := v.waitEventFrom(t, from, 180*time.Second, func(e map[string]any) bool {
 			return e["event"] == "slot-committed" || e["event"] == "slot-abandoned"
 		})
-		if c["event"] != "slot-committed" || c["slot"] != "b" {
+		if c["event"] != "slot-committed" || c["slot"] != "b" || c["version"] != "0.2.0" {
 			t.Fatalf("the good update was not committed: %v", c)
 		}
-		t.Logf("slot b committed %.0f s after QEMU started", time.Since(v.started).Seconds())
-		powerOff(t, v)
+		from = i
 	})
 	if t.Failed() {
 		return
 	}
-	for i, bad := range []struct{ name, img, version string }{{"exit", u.exit, "0.3.0"}, {"hang", u.hang, "0.4.0"}} {
+	for _, bad := range []struct{ name, bundle, version string }{{"exit", u.exit, "0.3.0"}, {"hang", u.hang, "0.4.0"}} {
 		t.Run("update-"+bad.name, func(t *testing.T) {
-			installOffline(t, dir, disk, bad.img, "a", "b", criticals)
-			v := startVMWith(t, disk, filepath.Join(dir, fmt.Sprintf("mon-bad%d.sock", i)), lan, true)
-			ev := v.waitEvent(t, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
-			if ev["slot"] != "a" || ev["trying"] != true || ev["version"] != bad.version {
-				t.Fatalf("the boot after the update: %v, want slot a on trial, version %s", ev, bad.version)
-			}
-			v.waitEvent(t, 60*time.Second, func(e map[string]any) bool { return e["event"] == "fault-injected" })
+			from = pushUpdate(t, v, lan, ctl, bad.bundle, bad.version, "a", from)
+			_, from = v.waitEventFrom(t, from, 60*time.Second, func(e map[string]any) bool { return e["event"] == "fault-injected" })
 			start := time.Now()
 			// By itself: the kernel's panic=-1 (exit) or the watchdog
 			// (hang, 30 s) restarts the box, and GRUB boots slot b.
-			back := v.waitEvent(t, 180*time.Second, func(e map[string]any) bool {
-				return e["event"] == "slot-booted" && e["trying"] == false
-			})
-			if back["slot"] != "b" || back["version"] != "0.2.0" {
+			back, i := v.waitEventFrom(t, from, 180*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
+			if back["slot"] != "b" || back["trying"] != false || back["version"] != "0.2.0" {
 				t.Fatalf("after the %s the box booted %v, want the committed slot b (0.2.0)", bad.name, back)
 			}
 			t.Logf("%s: back on slot b %.0f s after the fault", bad.name, time.Since(start).Seconds())
-			ab := v.waitEvent(t, 60*time.Second, func(e map[string]any) bool { return e["event"] == "slot-abandoned" })
+			ab, _ := v.waitEventFrom(t, i, 60*time.Second, func(e map[string]any) bool { return e["event"] == "slot-abandoned" })
 			if ab["slot"] != "a" || ab["version"] != bad.version || ab["reason"] != "restarted" {
 				t.Errorf("abandoned: %v, want slot a, version %s, reason restarted", ab, bad.version)
 			}
-			w := v.waitEvent(t, 60*time.Second, func(e map[string]any) bool {
+			w, _ := v.waitEventFrom(t, i, 60*time.Second, func(e map[string]any) bool {
 				return e["event"] == "health-raised" && e["code"] == "update-abandoned"
 			})
 			want := fmt.Sprintf("update to slot A (version %s) abandoned: it restarted before its health gate passed (crash or hang)", bad.version)
 			if w["message"] != want {
 				t.Errorf("warning %q, want %q", w["message"], want)
 			}
-			v.waitEvent(t, 60*time.Second, func(e map[string]any) bool { return e["event"] == "daemon-running" })
-			powerOff(t, v)
+			_, from = v.waitEventFrom(t, i, 90*time.Second, func(e map[string]any) bool {
+				return e["event"] == "dns-lists-missing" || e["event"] == "dns-lists-loaded"
+			})
 		})
 		if t.Failed() {
 			return
 		}
 	}
+	powerOff(t, v)
+}
+
+// pushUpdate pushes bundle from the LAN computer with a reboot, and waits
+// for the trial boot of slot with that version. It returns the index of
+// the trial's slot-booted event.
+func pushUpdate(t *testing.T, v *vm, lan *qemuLAN, ctl, bundle, version, slot string, from int) int {
+	t.Helper()
+	// The API listens once lan0 has its address: retry while it does
+	// not answer yet.
+	var out string
+	var err error
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err = lan.ns.Run("", ctl, "update", "push", "--json", "--reboot", "--box", "http://"+updateListen, bundle)
+		if err == nil || time.Now().After(deadline) || strings.Contains(out, "rejected") {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil {
+		t.Fatalf("passerellectl update push %s: %v\n%s", version, err, out)
+	}
+	inst, i := v.waitEventFrom(t, from, 120*time.Second, func(e map[string]any) bool {
+		return e["event"] == "update-installed" || e["event"] == "update-rejected" || e["event"] == "update-failed"
+	})
+	if inst["event"] != "update-installed" || inst["slot"] != slot || inst["version"] != version {
+		t.Fatalf("update %s: %v, want it installed in slot %s", version, inst, slot)
+	}
+	ev, i := v.waitEventFrom(t, i, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
+	if ev["slot"] != slot || ev["trying"] != true || ev["version"] != version {
+		t.Fatalf("the boot after update %s: %v, want slot %s on trial", version, ev, slot)
+	}
+	return i
 }
 
 // powerOff presses QEMU's power button and waits for QEMU to exit.
@@ -143,140 +238,4 @@ func powerOff(t *testing.T, v *vm) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("QEMU still running 60 s after the power off")
 	}
-}
-
-// criticalWarnings are the critical warnings raised and not cleared in
-// v's log.
-func (v *vm) criticalWarnings() []string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	on := map[string]bool{}
-	var order []string
-	for _, e := range v.events {
-		code, _ := e["code"].(string)
-		switch {
-		case e["event"] == "health-raised" && e["severity"] == "critical":
-			if !on[code] {
-				order = append(order, code)
-			}
-			on[code] = true
-		case e["event"] == "health-cleared":
-			on[code] = false
-		}
-	}
-	var out []string
-	for _, c := range order {
-		if on[c] {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// installOffline does, on the powered-off disk, what the box does for an
-// update: the slot image into system-<slot>, the trial record on /perm
-// (as pkg/slots' TryOnce writes it), then try_slot in the ESP's grubenv.
-func installOffline(t *testing.T, dir, disk, slotImg, slot, from string, criticals []string) {
-	t.Helper()
-	parts := gptPartitions(t, disk)
-	data, err := os.ReadFile(slotImg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, ok := parts["system-"+slot]
-	if !ok || int64(len(data)) > p.size {
-		t.Fatalf("partition system-%s: %+v for an image of %d bytes", slot, p, len(data))
-	}
-	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt(data, p.offset); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	trial, _ := json.Marshal(map[string]any{"slot": slot, "from": from, "requested_at": time.Now().UTC(), "critical": criticals})
-	tf := filepath.Join(dir, "trial.json")
-	if err := os.WriteFile(tf, trial, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmds := filepath.Join(dir, "debugfs.cmd")
-	os.WriteFile(cmds, []byte("mkdir slots\nrm slots/trial.json\nwrite "+tf+" slots/trial.json\n"), 0o644)
-	perm := fmt.Sprintf("%s?offset=%d", disk, parts["perm"].offset)
-	if out, err := exec.Command("debugfs", "-w", "-f", cmds, perm).CombinedOutput(); err != nil {
-		t.Fatalf("debugfs: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("debugfs", "-R", "cat slots/trial.json", perm).Output(); err != nil || !bytes.Contains(out, []byte(`"slot":"`+slot)) {
-		t.Fatalf("trial record not written: %v %s", err, out)
-	}
-
-	esp := fmt.Sprintf("%s@@%d", disk, parts["esp"].offset)
-	env := exec.Command("mtype", "-i", esp, "::/EFI/BOOT/grubenv")
-	env.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
-	cur, err := env.Output()
-	if err != nil || len(cur) != 1024 {
-		t.Fatalf("grubenv: %v (%d bytes)", err, len(cur))
-	}
-	var b bytes.Buffer
-	b.WriteString("# GRUB Environment Block\n")
-	for _, line := range strings.Split(string(cur), "\n")[1:] {
-		if k, _, ok := strings.Cut(line, "="); ok && k != "try_slot" && !strings.HasPrefix(line, "#") {
-			b.WriteString(line + "\n")
-		}
-	}
-	b.WriteString("try_slot=" + slot + "\n")
-	b.Write(bytes.Repeat([]byte{'#'}, 1024-b.Len()))
-	ef := filepath.Join(dir, "grubenv")
-	if err := os.WriteFile(ef, b.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cp := exec.Command("mcopy", "-o", "-i", esp, ef, "::/EFI/BOOT/grubenv")
-	cp.Env = env.Env
-	if out, err := cp.CombinedOutput(); err != nil {
-		t.Fatalf("mcopy grubenv: %v\n%s", err, out)
-	}
-}
-
-type gptPart struct{ offset, size int64 }
-
-// gptPartitions reads the partitions of disk's GPT by name.
-func gptPartitions(t *testing.T, disk string) map[string]gptPart {
-	t.Helper()
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := make([]byte, 512)
-	if _, err := f.ReadAt(h, 512); err != nil || string(h[:8]) != "EFI PART" {
-		t.Fatalf("%s: no GPT header (%v)", disk, err)
-	}
-	lba := int64(binary.LittleEndian.Uint64(h[72:]))
-	n := int(binary.LittleEndian.Uint32(h[80:]))
-	size := int(binary.LittleEndian.Uint32(h[84:]))
-	entries := make([]byte, n*size)
-	if _, err := f.ReadAt(entries, lba*512); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]gptPart{}
-	for i := 0; i < n; i++ {
-		e := entries[i*size : (i+1)*size]
-		first, last := int64(binary.LittleEndian.Uint64(e[32:])), int64(binary.LittleEndian.Uint64(e[40:]))
-		if first == 0 {
-			continue
-		}
-		var name []uint16
-		for j := 56; j+1 < 128; j += 2 {
-			c := binary.LittleEndian.Uint16(e[j:])
-			if c == 0 {
-				break
-			}
-			name = append(name, c)
-		}
-		out[string(utf16.Decode(name))] = gptPart{offset: first * 512, size: (last - first + 1) * 512}
-	}
-	return out
 }

@@ -44,6 +44,7 @@ func main() {
 	flag.Int64Var(&o.diskMiB, "disk-mib", 0, "size of the disk image in MiB; default 64, or 288 with A/B slots")
 	flag.StringVar(&o.grubDeb, "grub-deb", "", "Debian grub-efi-arm64-bin package (.deb): GRUB of the A/B boards (boot_count: grub-env)")
 	flag.IntVar(&o.slotMiB, "slot-mib", 96, "size of each system slot in MiB (A/B boards)")
+	flag.StringVar(&o.runArgs, "run-args", "", "more arguments of passerelle run on the kernel command line (the qemu test: --update-listen ADDR)")
 	flag.StringVar(&o.fault, "fault", "", "TEST HOOK: exit or hang; adds /etc/passerelle/fault to the initramfs, which makes PID 1 exit or hang after its trial record (integration/qemu_test.go builds its bad updates so)")
 	flag.Parse()
 	if err := build(o); err != nil {
@@ -55,7 +56,7 @@ func main() {
 type options struct {
 	board, kernelDeb, debs, passerelle, config, out string
 	diskMiB                                         int64
-	grubDeb, fault                                  string
+	grubDeb, fault, runArgs                         string
 	slotMiB                                         int
 }
 
@@ -155,7 +156,16 @@ func build(o options) error {
 	if b.Console == "" {
 		return fmt.Errorf("board %s: no console in board.yaml", b.Name)
 	}
-	cmdline := "console=" + b.Console + " quiet panic=-1 -- run --config " + ConfigPath + " --log-format json\n"
+	cmdline := "console=" + b.Console + " quiet panic=-1 -- run --config " + ConfigPath + " --log-format json"
+	if o.runArgs != "" {
+		// GRUB reads the line from a double-quoted string (cmdline.cfg):
+		// plain printable ASCII only.
+		if strings.IndexFunc(o.runArgs, func(r rune) bool { return r < ' ' || r > '~' || r == '"' || r == '\\' || r == '$' }) >= 0 {
+			return fmt.Errorf("-run-args %q: printable ASCII without quotes, backslashes or $ only", o.runArgs)
+		}
+		cmdline += " " + o.runArgs
+	}
+	cmdline += "\n"
 	if err := os.WriteFile(filepath.Join(o.out, "cmdline"), []byte(cmdline), 0o644); err != nil {
 		return err
 	}
