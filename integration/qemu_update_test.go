@@ -207,7 +207,7 @@ func pushUpdate(t *testing.T, v *vm, lan *qemuLAN, ctl, bundle, version, slot st
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, err = lan.ns.Run("", ctl, "update", "push", "--json", "--reboot", "--box", "http://"+updateListen, bundle)
-		if err == nil || time.Now().After(deadline) || strings.Contains(out, "rejected") {
+		if err == nil || time.Now().After(deadline) || !strings.Contains(out, `"outcome":"unreachable"`) {
 			break
 		}
 		time.Sleep(2 * time.Second)

@@ -95,7 +95,11 @@ func New(d box.Deps, o Options) (*Slots, error) {
 
 // Booted returns the slot the box runs and whether it is a trial, or why
 // the box has no slots.
-func (s *Slots) Booted() (Booted, error) { return s.booted, s.err }
+func (s *Slots) Booted() (Booted, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.booted, s.err
+}
 
 // Start settles the records at boot, right after /perm is mounted: on a
 // trial boot it writes the trial record (slot, version, boot time) and
@@ -242,11 +246,11 @@ func (s *Slots) Commit() error {
 	if s.err != nil {
 		return s.err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.booted.Trying {
 		return fmt.Errorf("slot %s is not on trial: nothing to commit", s.booted.Slot)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	env, err := s.readEnv()
 	if err != nil {
 		return err
@@ -262,6 +266,9 @@ func (s *Slots) Commit() error {
 	}
 	s.finish(Result{At: s.now(), Slot: s.booted.Slot, From: Other(s.booted.Slot), Version: s.o.Version, Outcome: OutcomeCommitted})
 	s.met.trial.Set(0)
+	// Committed: the running slot is the good one now, and the next
+	// update may target the other without a reboot first.
+	s.booted.Trying = false
 	return nil
 }
 
@@ -272,11 +279,11 @@ func (s *Slots) Abandon(reason, detail string) error {
 	if s.err != nil {
 		return s.err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.booted.Trying {
 		return fmt.Errorf("slot %s is not on trial: nothing to abandon", s.booted.Slot)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.finish(Result{At: s.now(), Slot: s.booted.Slot, From: Other(s.booted.Slot), Version: s.o.Version,
 		Outcome: OutcomeAbandoned, Reason: reason, Detail: detail})
 	return nil

@@ -218,6 +218,16 @@ func TestUpdateCommittedThenOneThatCrashesIsAbandoned(t *testing.T) {
 	if st := s.Status(); st.Last == nil || st.Last.Outcome != OutcomeCommitted || st.Pending != nil {
 		t.Errorf("status after commit: %+v", st)
 	}
+	if st := s.Status(); st.Trying || st.Booted != B {
+		t.Errorf("status after commit: %+v, want slot B committed", st)
+	}
+	// The next update needs no reboot first.
+	if err := s.TryOnce(A); err != nil {
+		t.Fatalf("TryOnce right after a commit: %v", err)
+	}
+	if err := s.Discard(A); err != nil {
+		t.Fatal(err)
+	}
 	s, _, trial = bootOnce(t, sys, dir, "v2")
 	if trial || s.booted.Slot != B {
 		t.Fatalf("after the commit the box boots %+v", s.booted)
