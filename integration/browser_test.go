@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"passerelle/pkg/lab"
 )
@@ -108,7 +110,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 
 	shot := func(name string) chromedp.Action {
@@ -171,5 +173,128 @@ func TestBrowserStatusPage(t *testing.T) {
 	}
 	if category != "gambling" || title != "Site bloqué" {
 		t.Errorf("block page: title %q, category %q", title, category)
+	}
+
+	// Accessibility (RGAA): keyboard first, then axe-core's rules on every
+	// page, as the logged-in technician and as a pupil on the block page.
+	t.Run("keyboard", func(t *testing.T) {
+		var first, skipped, afterSkip string
+		err := chromedp.Run(ctx,
+			chromedp.Navigate("https://"+page+"/diag"),
+			chromedp.WaitVisible("#target", chromedp.ByQuery),
+			chromedp.KeyEvent(kb.Tab),
+			chromedp.Evaluate(`document.activeElement.className + " " + document.activeElement.getAttribute("href")`, &first),
+			chromedp.KeyEvent(kb.Enter),
+			chromedp.Evaluate(`document.activeElement.id`, &skipped),
+			chromedp.KeyEvent(kb.Tab),
+			chromedp.Evaluate(`document.activeElement.tagName + " " + (document.activeElement.closest("main") ? "in main" : "outside main")`, &afterSkip),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first Tab reaches the skip link; following it puts the
+		// focus on the content, and the next Tab on its first field, past
+		// the menu.
+		if first != "skip #main" || skipped != "main" || afterSkip != "SELECT in main" {
+			t.Errorf("keyboard: first focus %q, after the skip link %q then %q", first, skipped, afterSkip)
+		}
+	})
+	t.Run("axe", func(t *testing.T) {
+		src := axeCore(t)
+		pages := []string{"/", "/uplinks", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/firewall", "/config", "/reboot", "/restart?service=dns"}
+		var audited []string
+		for _, p := range pages {
+			audited = append(audited, p)
+			auditPage(t, ctx, src, "https://"+page+p)
+		}
+		// The diagnostics' results, streamed: a traceroute's page.
+		if err := chromedp.Run(ctx,
+			chromedp.Navigate("https://"+page+"/diag"),
+			chromedp.WaitVisible("#target", chromedp.ByQuery),
+			chromedp.SetValue("#kind", "traceroute", chromedp.ByQuery),
+			chromedp.SendKeys("#target", "203.0.113.10", chromedp.ByQuery),
+			chromedp.Click("#run", chromedp.ByQuery),
+			chromedp.WaitVisible("#summary", chromedp.ByQuery),
+			shot("traceroute.png"),
+		); err != nil {
+			t.Fatal(err)
+		}
+		auditPage(t, ctx, src, "")
+		auditPage(t, ctx, src, "http://"+gambling+"/")
+		// Logged out: the login page.
+		if err := chromedp.Run(ctx, chromedp.Navigate("https://"+page+"/"), chromedp.WaitVisible("#lines", chromedp.ByQuery),
+			chromedp.Click("nav button[type=submit]", chromedp.ByQuery), chromedp.WaitVisible("#password", chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		auditPage(t, ctx, src, "")
+		t.Logf("axe-core: no serious or critical violation on %d pages (%s, the traceroute's result, the block page, the login page)", len(audited)+3, strings.Join(audited, " "))
+	})
+}
+
+// axeCore returns axe-core's script, fetched by tools/axe/fetch.sh into
+// the cache (.ci/run does), or skips the test saying how to get it.
+func axeCore(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("AXE_CORE")
+	if path == "" {
+		cache := os.Getenv("PASSERELLE_CACHE")
+		if cache == "" {
+			cache = "/var/cache/passerelle"
+		}
+		path = filepath.Join(cache, "axe-core-4.14.1", "axe.min.js")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("axe-core not found (%v): the accessibility audit is skipped; `sh tools/axe/fetch.sh` fetches it with npm", err)
+	}
+	return string(b)
+}
+
+// axeViolation is one rule axe-core found broken, with where.
+type axeViolation struct {
+	ID     string   `json:"id"`
+	Impact string   `json:"impact"`
+	Help   string   `json:"help"`
+	Nodes  []string `json:"nodes"`
+}
+
+// auditPage runs axe-core's WCAG 2.1 A and AA rules (those RGAA 4 maps
+// to) on url (or the page shown, when url is ""), and fails on every
+// serious or critical violation.
+func auditPage(t *testing.T, ctx context.Context, src, url string) {
+	t.Helper()
+	var acts []chromedp.Action
+	if url != "" {
+		acts = append(acts, chromedp.Navigate(url), chromedp.WaitReady("body", chromedp.ByQuery))
+	}
+	var where string
+	var found struct {
+		Passes int            `json:"passes"`
+		Bad    []axeViolation `json:"bad"`
+		Minor  []string       `json:"minor"` // moderate and minor: reported, not failed
+	}
+	acts = append(acts,
+		chromedp.Location(&where),
+		// The page's Content-Security-Policy allows no script: the audit
+		// is evaluated by the browser's debugger, outside it.
+		chromedp.Evaluate(src, nil),
+		chromedp.Evaluate(`axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}).then(r => ({
+			passes: r.passes.length,
+			minor: r.violations.filter(v => v.impact !== "serious" && v.impact !== "critical").map(v => v.id + " (" + v.impact + ")"),
+			bad: r.violations.filter(v => v.impact === "serious" || v.impact === "critical").map(v =>
+				({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + ": " + n.failureSummary)}))}))`,
+			&found, func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }),
+	)
+	if err := chromedp.Run(ctx, acts...); err != nil {
+		t.Fatalf("axe on %s: %v", url, err)
+	}
+	if len(found.Minor) > 0 {
+		t.Logf("%s: moderate or minor: %s", where, strings.Join(found.Minor, ", "))
+	}
+	if found.Passes == 0 {
+		t.Errorf("%s: axe-core checked no rule", where)
+	}
+	for _, v := range found.Bad {
+		t.Errorf("%s: %s (%s): %s\n  %s", where, v.ID, v.Impact, v.Help, strings.Join(v.Nodes, "\n  "))
 	}
 }
