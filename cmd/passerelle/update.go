@@ -89,13 +89,41 @@ func (d *daemon) setupUpdate(f updateFlags) error {
 	if err != nil {
 		return err
 	}
-	d.up = updateState{u: u, api: &update.API{U: u, Trust: d.updateTrust}}
+	d.up = updateState{u: u, api: &update.API{U: u, Trust: d.updateTrust, Boot: bootID(), Slots: d.updateSlots}}
 	if f.listen != "" {
 		d.extra = append(d.extra, supervisor.Spec{Name: "update-api", Run: func(ctx context.Context) error {
 			return d.serveUpdateAPI(ctx, f.listen, d.up.api)
 		}})
 	}
 	return nil
+}
+
+// bootID identifies this boot (the kernel's boot_id), so the NOC can
+// follow a box through an update's restart; nil when unknown.
+func bootID() func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return nil
+	}
+	id := strings.TrimSpace(string(b))
+	return func() string { return id }
+}
+
+// updateSlots is the image's A/B slots for the NOC (GET /v1/update):
+// which runs, whether its trial is undecided, the last trial.
+func (d *daemon) updateSlots() *update.SlotState {
+	if d.sl.s == nil {
+		return nil
+	}
+	st := d.sl.s.Status()
+	if st.Booted == "" {
+		return nil
+	}
+	out := &update.SlotState{Booted: st.Booted, Trying: st.Trying}
+	if l := st.Last; l != nil {
+		out.LastSlot, out.LastVersion, out.LastOutcome, out.LastDetail = l.Slot, l.Version, l.Outcome, l.Detail
+	}
+	return out
 }
 
 // updateTrust is what an update is checked against now: the running

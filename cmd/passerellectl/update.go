@@ -17,7 +17,7 @@ import (
 
 const updateUsage = `usage: passerellectl update sign --key FILE --board BOARD --version V [--expires 168h]
            [--uai UAI...] [--file PATH...] [--json] --out BUNDLE SLOT_IMAGE
-       passerellectl update push [--reboot] [--json] (--box URL | --inventory CSV --url TEMPLATE)
+       passerellectl update push [--reboot [--wait 15m]] [--json] (--box URL | --inventory CSV --url TEMPLATE)
            [--waves 1%,10%,50%,100%] [--max-failure 5%] [--parallel 8] BUNDLE
        passerellectl update show BUNDLE
 
@@ -31,7 +31,10 @@ management.trusted_keys, as for configuration bundles.
 push: streams BUNDLE to each box's management API (POST /v1/update); each
 box checks the manifest before writing anything, writes its inactive slot,
 reads it back, and marks it to be tried at the next boot. With --reboot
-the box restarts into it (when it runs as init). With an inventory the
+the box restarts into it (when it runs as init); with --wait as well, the
+outcome is what the box became: committed (the new slot runs and passed
+its health gate) or reverted (back on its previous slot, and why), so a
+canary that does not boot stops the push. With an inventory the
 fleet is pushed in waves, as configuration push: the first is the canary,
 and the push stops after a wave when the share of failed boxes so far is
 above --max-failure. A box already running the version counts as done.
@@ -162,10 +165,11 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	// Images are large: fewer at once than configurations.
 	wf.register(fs, 8)
 	reboot := fs.Bool("reboot", false, "have each box restart into the new slot once it is written")
+	wait := fs.Duration("wait", 0, "with --reboot, follow each box through its restart this long: committed (its health gate passed) or reverted (back on its previous slot) is then its outcome")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if fs.NArg() != 1 || (*wait > 0 && !*reboot) {
 		fs.Usage()
 		return 2
 	}
@@ -190,7 +194,7 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(2, err)
 	}
-	p := update.Pusher{Path: fs.Arg(0), Reboot: *reboot}
+	p := update.Pusher{Path: fs.Arg(0), Reboot: *reboot, Wait: *wait}
 	o.Push, o.Failed = p.Push, p.Failed
 	// An image takes minutes over a slow school link; the box answers
 	// once it is written and read back.

@@ -17,15 +17,37 @@ type API struct {
 	// error means there is no running configuration yet; the board and
 	// the running version are set even then.
 	Trust func() (Trust, error)
+	// Boot identifies this boot of the box (the kernel's boot_id), so the
+	// NOC can tell that it restarted; nil: unknown.
+	Boot func() string
+	// Slots says which slot runs and what became of the last trial (the
+	// A/B slots package); nil: no slots to tell about.
+	Slots func() *SlotState
 }
 
 // Status is GET /v1/update.
 type Status struct {
-	Running   string   `json:"running"` // firmware version
-	Board     string   `json:"board"`
-	CanReboot bool     `json:"can_reboot"`
-	Last      *Result  `json:"last,omitempty"`
-	Results   []Result `json:"results,omitempty"` // oldest first
+	Running   string     `json:"running"` // firmware version
+	Board     string     `json:"board"`
+	Boot      string     `json:"boot,omitempty"`
+	CanReboot bool       `json:"can_reboot"`
+	Slots     *SlotState `json:"slots,omitempty"`
+	Last      *Result    `json:"last,omitempty"`
+	Results   []Result   `json:"results,omitempty"` // oldest first
+}
+
+// SlotState is the A/B slots as the NOC sees them after an update's
+// reboot: the slot running, whether its trial is still undecided (the
+// health gate runs), and the last trial's outcome.
+type SlotState struct {
+	Booted string `json:"booted"`
+	Trying bool   `json:"trying"`
+	// The last trial: its slot, version, outcome (committed, abandoned)
+	// and why.
+	LastSlot    string `json:"last_slot,omitempty"`
+	LastVersion string `json:"last_version,omitempty"`
+	LastOutcome string `json:"last_outcome,omitempty"`
+	LastDetail  string `json:"last_detail,omitempty"`
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,6 +57,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		t, _ := a.Trust()
 		st := Status{Running: t.Running, Board: t.Board, CanReboot: a.U.CanReboot()}
+		if a.Boot != nil {
+			st.Boot = a.Boot()
+		}
+		if a.Slots != nil {
+			st.Slots = a.Slots()
+		}
 		st.Results, _ = a.U.Results()
 		if n := len(st.Results); n > 0 {
 			st.Last = &st.Results[n-1]

@@ -60,6 +60,8 @@ type Result struct {
 	Files   []File        `json:"files,omitempty"`
 	Took    time.Duration `json:"took"`
 	Reboot  string        `json:"reboot,omitempty"` // what happens next, when a reboot was asked
+	// Rebooting: the box restarts RebootDelay after this answer.
+	Rebooting bool `json:"rebooting,omitempty"`
 }
 
 // Summary is the result in one sentence (passerelle status).
@@ -151,7 +153,7 @@ func (u *Updater) finish(res Result, err error, in *Installed, reboot bool) Resu
 			if u.o.Reboot == nil {
 				res.Reboot = "not possible: the daemon is not init (PID 1); restart the machine to try slot " + res.Slot
 			} else {
-				res.Reboot = "the box restarts now to try slot " + res.Slot
+				res.Reboot, res.Rebooting = "the box restarts now to try slot "+res.Slot, true
 				u.log.Warn("restarting to try the update", "event", EvReboot, "version", res.Version, "slot", res.Slot)
 				time.AfterFunc(RebootDelay, func() {
 					if err := u.o.Reboot(); err != nil {
