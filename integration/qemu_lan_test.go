@@ -202,8 +202,9 @@ func (l *qemuLAN) check(t *testing.T, v *vm, boot int) {
 		Interface: lanTapName,
 		LeaseFile: l.leaseFile, // kept across boots: the computer asks for its address again
 		OnLease: func(_, n *dhcpclient.Lease) {
-			if n != nil {
-				leases <- n
+			select {
+			case leases <- n: // the first one is read; renewals never block the client
+			default:
 			}
 		},
 	})
@@ -233,6 +234,9 @@ func (l *qemuLAN) check(t *testing.T, v *vm, boot int) {
 	var lease *dhcpclient.Lease
 	select {
 	case lease = <-leases:
+		if lease == nil {
+			t.Fatal("LAN DHCP client: lease lost before any was granted")
+		}
 	case err := <-done:
 		t.Fatalf("LAN DHCP client stopped: %v", err)
 	case <-time.After(90 * time.Second):
