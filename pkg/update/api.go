@@ -2,7 +2,9 @@ package update
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"time"
 )
 
 // API serves the updates on the management API (the same listener and
@@ -23,7 +25,14 @@ type API struct {
 	// Slots says which slot runs and what became of the last trial (the
 	// A/B slots package); nil: no slots to tell about.
 	Slots func() *SlotState
+	// Stall ends an update whose pusher sends nothing for this long
+	// (truncated), so a connection that hangs cannot keep the slot busy
+	// for ever; default DefaultStall.
+	Stall time.Duration
 }
+
+// DefaultStall is how long a pusher may send nothing.
+const DefaultStall = 2 * time.Minute
 
 // Status is GET /v1/update.
 type Status struct {
@@ -80,7 +89,13 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		res = a.U.Reject("push", t, ReasonBusy, err.Error())
 	} else {
-		res = a.U.Handle(r.Context(), r.Body, t, "push", r.URL.Query().Get("reboot") != "")
+		stall := a.Stall
+		if stall <= 0 {
+			stall = DefaultStall
+		}
+		rc := http.NewResponseController(w)
+		body := &stallReader{r: r.Body, arm: func() { _ = rc.SetReadDeadline(time.Now().Add(stall)) }}
+		res = a.U.Handle(r.Context(), body, t, "push", r.URL.Query().Get("reboot") != "")
 	}
 	code := http.StatusOK
 	switch {
@@ -97,6 +112,18 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	writeJSON(w, code, res)
+}
+
+// stallReader sets the connection's read deadline before each read: a
+// pusher that stops sending ends the read with a timeout.
+type stallReader struct {
+	r   io.Reader
+	arm func()
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.arm()
+	return s.r.Read(p)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,9 +1,11 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -126,5 +128,56 @@ func TestUpdatePushWaitsForTheVerdict(t *testing.T) {
 	}
 	if st, _ := plain.slots.State(); st.Try != "" {
 		t.Error("an update was pushed to a box that cannot be followed")
+	}
+}
+
+// TestUpdateStalledPusher: a pusher that stops sending mid-image ends the
+// install (truncated) after the stall time, and the next update is not
+// refused as busy.
+func TestUpdateStalledPusher(t *testing.T) {
+	key := newKey(t, "noc-1")
+	dir := t.TempDir()
+	s, err := CreateFileSlots(filepath.Join(dir, "slots"), 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := New(box.Deps{Metrics: prometheus.NewRegistry(), Health: health.New(time.Now)}, Options{Dir: filepath.Join(dir, "results"), Target: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := trustOf(key)
+	srv := httptest.NewServer(&API{U: u, Stall: 300 * time.Millisecond, Trust: func() (Trust, error) { return trust, nil }})
+	defer srv.Close()
+	img := image(2<<20, 22)
+	data := bundle(t, manifestFor(img), img, key)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/update", pr)
+	req.ContentLength = int64(len(data))
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := http.DefaultClient.Do(req)
+		done <- resp
+	}()
+	pw.Write(data[:len(data)/2]) // then nothing
+	waitFor := time.Now().Add(30 * time.Second)
+	for {
+		if last, ok := u.Last(); ok {
+			if last.Outcome != OutcomeFailed || last.Reason != string(ReasonTruncated) || !strings.Contains(last.Detail, "timeout") {
+				t.Fatalf("stalled update: %+v", last)
+			}
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatal("a stalled update is still being installed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st, _ := s.State(); st.Try != "" {
+		t.Errorf("slot %s to be tried after a stalled stream", st.Try)
+	}
+	res := u.Handle(context.Background(), bytes.NewReader(data), trust, "push", false)
+	if res.Outcome != OutcomeInstalled {
+		t.Errorf("the next update: %+v", res)
 	}
 }
