@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,9 +84,10 @@ func compose(log *slog.Logger, o composeOptions) (*composition, error) {
 	// prefers Renater while the uplink manager says it is usable.
 	tun := tunnel.New(deps, tunnel.Options{Supervisor: c.sup, Uplinks: c.uplinks, RunDir: o.tunnel})
 	dhcp := dhcpd.New(deps, dhcpd.Options{LeaseDir: o.leaseDir})
-	// The DNS filter hands the firewall the DoH addresses to drop, and
-	// answers the DHCP clients' names from the live leases.
-	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw, Leases: leaseNames{dhcp}})
+	// The DNS filter hands the firewall the DoH addresses to drop, answers
+	// the DHCP clients' names from the live leases, and the box's own
+	// lookups on 127.0.0.1 (the /etc/resolv.conf pkg/boot writes).
+	dns := dnsfilter.New(deps, dnsfilter.Options{Blocker: c.fw, Leases: leaseNames{dhcp}, Own: netip.AddrFrom4([4]byte{127, 0, 0, 1})})
 	// The metrics push reads the whole registry and pins its connections
 	// to the preferred uplink.
 	tele, err := telemetry.New(deps, telemetry.Options{Gatherer: c.metrics, Uplinks: c.uplinks})

@@ -33,7 +33,8 @@ type SystemSetup struct {
 	Interfaces []board.Interface
 }
 
-// Configure sets the host name, brings lo up, loads the kernel modules and
+// Configure sets the host name, brings lo up, points /etc/resolv.conf at
+// the box's own DNS listener, loads the kernel modules and
 // sets the router's sysctls, in that order (conntrack sysctls exist only
 // once nf_conntrack is loaded). Only PID 1 calls it.
 func Configure(ctx context.Context, log *slog.Logger, w *health.Registry, sys SystemSetup, opts Options) Report {
@@ -44,6 +45,14 @@ func Configure(ctx context.Context, log *slog.Logger, w *health.Registry, sys Sy
 	}))
 	rep = append(rep, runStep(ctx, log, "loopback", opts.StepTimeout, func(context.Context) (string, error) {
 		return "lo up", loopbackUp()
+	}))
+	rep = append(rep, runStep(ctx, log, "resolv.conf", opts.StepTimeout, func(context.Context) (string, error) {
+		if !ramRoot() {
+			// A PID 1 on a host's disk (the lab's init tests) must not
+			// rewrite the host's resolver configuration.
+			return "kept: / is not the image's RAM root", nil
+		}
+		return WriteResolvConf(ResolvConf)
 	}))
 	rep = append(rep, runStep(ctx, log, "modules", opts.StepTimeout, func(context.Context) (string, error) {
 		note, err := loadModules(log, sys)
@@ -220,4 +229,14 @@ func memTotal() uint64 {
 		}
 	}
 	return 0
+}
+
+// ramRoot reports whether / is the image's initramfs (rootfs is a ramfs
+// or tmpfs): only then is /etc the box's own to write.
+func ramRoot() bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return false
+	}
+	return st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC
 }

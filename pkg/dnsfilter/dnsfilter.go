@@ -51,7 +51,18 @@ type Options struct {
 	// zone's search domain; nil answers only the box's names and the
 	// named reservations.
 	Leases LeaseNames
+	// Own, if valid, is where the box's own lookups are answered
+	// (cmd/passerelle: 127.0.0.1, named in the image's /etc/resolv.conf):
+	// the NTP servers, the pull and metrics URLs, tailscaled's control
+	// server. They are resolved unfiltered, through the same cache,
+	// upstreams and conditional forwards as the zones; without it the
+	// box asks [::1]:53 and nobody answers.
+	Own netip.Addr
 }
+
+// OwnZone names the box's own listener in metrics, logs and warnings; a
+// zone of the configuration can never have this name (no hyphen).
+const OwnZone = "box-own"
 
 // maxInflight bounds the UDP queries waiting for upstreams at once; more
 // are dropped (and counted). Each may hold an upstream answer of up to
@@ -236,6 +247,9 @@ func (f *Filter) reconcileListeners(plan *Plan) {
 	for _, l := range plan.Listeners {
 		want[l.Zone] = net.JoinHostPort(l.Addr.String(), fmt.Sprint(f.opt.Port))
 	}
+	if f.opt.Own.IsValid() {
+		want[OwnZone] = net.JoinHostPort(f.opt.Own.String(), fmt.Sprint(f.opt.Port))
+	}
 	for zone, l := range f.listeners {
 		if want[zone] != l.addr {
 			f.closeLocked(l)
@@ -251,6 +265,11 @@ func (f *Filter) reconcileListeners(plan *Plan) {
 		f.listeners[zone] = l
 		code := "dns-listen:" + zone
 		if l.err != nil {
+			if zone == OwnZone {
+				// The zones are still served; the box's own lookups fail.
+				f.warn(code, health.Warn, fmt.Sprintf("DNS cannot listen on %s for the box's own lookups (NTP, NOC, tunnel names): %v", addr, l.err))
+				continue
+			}
 			f.warn(code, health.Critical, fmt.Sprintf("DNS cannot listen on %s for zone %s: %v", addr, zone, l.err))
 			continue
 		}

@@ -43,3 +43,29 @@ func TestBindsBeforeAddressExistsAndRebindsOnApply(t *testing.T) {
 		t.Errorf("admin zone after peda moved: %s", dns.RcodeToString[r.Rcode])
 	}
 }
+
+// TestBoxOwnLookupsAnsweredUnfiltered: the box's own listener (Own, the
+// 127.0.0.1 of /etc/resolv.conf on the image) resolves through the
+// upstreams a name the pupils' profile blocks: the box's NTP, NOC and
+// tunnel names are never a category's business, and the zones keep
+// their filtering.
+func TestBoxOwnLookupsAnsweredUnfiltered(t *testing.T) {
+	own := netip.MustParseAddr("127.0.40.1")
+	ts := startServerOpts(t, testLists(t, t.TempDir(), nil), nil, func(o *Options) { o.Own = own })
+	ts.waitLists(t)
+	_, port, _ := net.SplitHostPort(ts.addrs["peda"])
+	ts.addrs[OwnZone] = net.JoinHostPort(own.String(), port)
+
+	if r := ts.query(t, OwnZone, "example.com.", dns.TypeA, false, false); r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		t.Errorf("box's own lookup of example.com: %s, %d answers; want an answer", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	if r := ts.query(t, OwnZone, "example.com.", dns.TypeA, true, false); r.Rcode != dns.RcodeSuccess {
+		t.Errorf("box's own lookup over TCP: %s", dns.RcodeToString[r.Rcode])
+	}
+	if r := ts.query(t, "peda", "example.com.", dns.TypeA, false, false); r.Rcode != dns.RcodeNameError {
+		t.Errorf("pupils' zone lookup of example.com: %s, want NXDOMAIN (blocked)", dns.RcodeToString[r.Rcode])
+	}
+	if w := ts.warning("dns-listen:" + OwnZone); w != "" {
+		t.Errorf("own listener warning: %s", w)
+	}
+}
