@@ -145,7 +145,7 @@ func (s *Server) actionHandlers(a action) (get, post func(http.ResponseWriter, *
 // configPage shows the running configuration and, when the NOC manages
 // the box, its generations with the confirm and roll-back actions.
 func (s *Server) configPage(w http.ResponseWriter, r *http.Request, sess *session) {
-	d := map[string]any{"Line": configLine(tr(s.lang()), s.o.Source.Applied()), "Managed": s.o.Generations != nil,
+	d := map[string]any{"Line": configLine(tr(s.lang()), s.o.Source.Applied(), s.now()), "Managed": s.o.Generations != nil,
 		"Pending": s.o.Source.Applied().Pending}
 	if s.o.Generations != nil {
 		gs, err := s.o.Generations.List()

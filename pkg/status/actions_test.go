@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // actionsBox records the actions the page asked for. The lab test
@@ -54,6 +55,7 @@ type pendingSource struct{ fakeSource }
 func (p *pendingSource) Applied() Applied {
 	a := p.fakeSource.Applied()
 	a.Pending, a.Managed = true, true
+	a.Deadline = time.Date(2026, 12, 5, 9, 4, 0, 0, time.UTC) // the harness's clock + 4 min
 	return a
 }
 
@@ -155,7 +157,7 @@ func TestConfigPageAndUnavailableActions(t *testing.T) {
 	c := h.client("10.20.0.5")
 	c.login("technicien", testPassword)
 	body := c.do("GET", "/config", nil).Body.String()
-	for _, want := range []string{"en attente de confirmation", "fichier d&#39;origine", `href="/confirm"`, `href="/rollback"`} {
+	for _, want := range []string{"en attente de confirmation (encore 4m0s avant le retour automatique", "fichier d&#39;origine", `href="/confirm"`, `href="/rollback"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("config page lacks %q", want)
 		}

@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// history keeps the uplinks' latency and loss every 10 s for the chart of
-// the uplinks page (an hour by default), in memory.
+// history keeps the uplinks' latency and loss every minute for the chart
+// of the uplinks page (24 hours), in memory: 1,440 samples per uplink.
 type history struct {
 	mu      sync.Mutex
 	size    int

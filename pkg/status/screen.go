@@ -63,7 +63,7 @@ func BuildScreen(src Source, lang string, now time.Time) Screen {
 	}
 	ups := src.Uplinks()
 	s.Lines = append(s.Lines, internetLine(t, ups), backupLine(t, ups))
-	s.Lines = append(s.Lines, tunnelLine(t, src, cfg), filteringLine(t, src, cfg, now), dhcpLine(t, src, cfg), timeLine(t, src.Time(), now), configLine(t, src.Applied()))
+	s.Lines = append(s.Lines, tunnelLine(t, src, cfg), filteringLine(t, src, cfg, now), dhcpLine(t, src, cfg), timeLine(t, src.Time(), now), configLine(t, src.Applied(), now))
 	s.Lines = append(s.Lines, Line{Key: "firmware", Level: OK, Title: t.s("firmware"), Text: t.f("firmware-text", src.Version())})
 	if us, ok := src.(UpdateSource); ok {
 		if u, ok := us.LastUpdate(); ok {
@@ -240,13 +240,17 @@ func timeLine(t lang, ts TimeSync, now time.Time) Line {
 	return l
 }
 
-func configLine(t lang, a Applied) Line {
+func configLine(t lang, a Applied, now time.Time) Line {
 	l := Line{Key: "config", Title: t.s("config")}
 	switch {
 	case a.Generation == 0:
 		l.Level, l.Text, l.Advice = Bad, t.s("config-none"), t.s("config-none-advice")
 	case a.Pending:
 		l.Level, l.Text = Warn, t.f("config-pending", a.Generation, a.At.Local().Format("02/01 15:04"), t.s("source-"+a.Source))
+		if left := a.Deadline.Sub(now); !a.Deadline.IsZero() && left > 0 {
+			// The time left before the box rolls back by itself.
+			l.Text += t.f("config-pending-left", left.Round(time.Second).String())
+		}
 	default:
 		l.Level, l.Text = OK, t.f("config-ok", a.Generation, a.At.Local().Format("02/01 15:04"), t.s("source-"+a.Source))
 		if a.Managed {

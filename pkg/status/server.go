@@ -91,8 +91,9 @@ func New(o Options) *Server {
 		// minute from every address together (bcrypt is slow on purpose).
 		logins: newLimiter(o.Now, 5, time.Minute, 30, 2*time.Second),
 		// Diagnostics: 10 at once, then one every 6 s.
-		diags:     newLimiter(o.Now, 10, 6*time.Second, 20, 3*time.Second),
-		history:   newHistory(360),
+		diags: newLimiter(o.Now, 10, 6*time.Second, 20, 3*time.Second),
+		// The chart's 24 hours: a sample a minute.
+		history:   newHistory(24 * 60),
 		icmpBusy:  make(chan struct{}, 1),
 		listeners: map[string]*listener{},
 	}
@@ -151,7 +152,7 @@ type listener struct {
 func (s *Server) Run(ctx context.Context) error {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	sample := time.NewTicker(10 * time.Second)
+	sample := time.NewTicker(time.Minute)
 	defer sample.Stop()
 	s.reconcile()
 	s.history.add(s.now(), s.o.Source.Uplinks())
