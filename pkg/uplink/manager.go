@@ -956,7 +956,14 @@ func (m *Manager) leaseChanged(lk *link, gen uint64, old, cur *dhcpclient.Lease)
 		msg = fmt.Sprintf("%s's address changed from %s to %s (gateway %s)", name, old.Address, cur.Address, cur.Gateway)
 	}
 	m.events.add(Event{Time: now, Kind: EventLease, Uplink: name, Message: msg})
-	m.log.Info("uplink lease", "uplink", name, "event", msg)
+	var addr, was, gw string // "" when there is none
+	if cur != nil {
+		addr, gw = cur.Address.String(), cur.Gateway.String()
+	}
+	if oldAddr.IsValid() {
+		was = oldAddr.String()
+	}
+	m.log.Info(msg, "event", "uplink-lease", "uplink", name, "address", addr, "was", was, "gateway", gw)
 	// The gateway may be new: reinstall TableActive even if the choice of
 	// uplinks is the same.
 	if err := m.reselect(now, msg, true); err != nil {
