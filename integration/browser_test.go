@@ -201,7 +201,7 @@ func TestBrowserStatusPage(t *testing.T) {
 	})
 	t.Run("axe", func(t *testing.T) {
 		src := axeCore(t)
-		pages := []string{"/", "/uplinks", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/firewall", "/config", "/reboot", "/restart?service=dns"}
+		pages := []string{"/", "/uplinks", "/tunnel", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/firewall", "/config", "/reboot", "/restart?service=dns"}
 		var audited []string
 		for _, p := range pages {
 			audited = append(audited, p)

@@ -219,7 +219,10 @@ func (s *statusSource) Tunnel() (status.Tunnel, bool) {
 	if c := s.Config(); c != nil {
 		enabled = c.Tunnel.Enabled
 	}
-	return status.Tunnel{Enabled: enabled, Up: st.Up, Reason: st.Reason, Since: st.Since, RTT: st.RTT, Via: st.Via}, true
+	return status.Tunnel{Enabled: enabled, Up: st.Up, Reason: st.Reason, Since: st.Since, RTT: st.RTT, Via: st.Via,
+		Backend: st.Backend, Addrs: st.Addrs, Peers: st.Peers, PeersOnline: st.PeersOnline, Academy: st.Academy, AcademyIP: st.AcademyIP,
+		Routes: st.Routes, Path: string(st.Path), Endpoint: st.Endpoint, Relay: st.Relay, LastHandshake: st.LastHandshake,
+		RxBytes: st.RxBytes, TxBytes: st.TxBytes}, true
 }
 
 func (s *statusSource) Time() status.TimeSync {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -175,5 +176,32 @@ func TestConfigPageAndUnavailableActions(t *testing.T) {
 	}
 	if body := c.do("GET", "/config", nil).Body.String(); !strings.Contains(body, "pas gérée") {
 		t.Errorf("unmanaged config page:\n%s", body)
+	}
+}
+
+// tunnelSource is a box whose academy tunnel is up, direct.
+type tunnelSource struct{ fakeSource }
+
+func (s *tunnelSource) Tunnel() (Tunnel, bool) {
+	return Tunnel{Enabled: true, Up: true, Via: "renater", RTT: 9 * time.Millisecond, Backend: "Running",
+		Addrs: []netip.Addr{netip.MustParseAddr("100.64.0.7")}, Peers: 3, PeersOnline: 2, Academy: "acad-router",
+		AcademyIP: netip.MustParseAddr("100.64.0.1"), Routes: []netip.Prefix{netip.MustParsePrefix("10.200.0.0/16")},
+		Path: "direct", Endpoint: "203.0.113.100:41641"}, true
+}
+
+// TestTunnelPage: the tunnel's detail page says its path, the academy's
+// router and routes, and its peers.
+func TestTunnelPage(t *testing.T) {
+	h := newHarness(t, bcryptOnce())
+	cfg := h.srv.o.Source.Config()
+	cfg.Tunnel.Enabled = true
+	h.srv.o.Source = &tunnelSource{fakeSource{cfg: cfg}}
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	body := c.do("GET", "/tunnel", nil).Body.String()
+	for _, want := range []string{"Établi via renater, 9 ms", "direct (WireGuard entre les sites) (203.0.113.100:41641), par le lien renater", "acad-router (100.64.0.1)", "10.200.0.0/16", "2 / 3", "100.64.0.7"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("tunnel page lacks %q", want)
+		}
 	}
 }

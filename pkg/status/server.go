@@ -369,6 +369,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /diag", s.auth(s.diag))
 	mux.Handle("GET /firewall", s.auth(s.firewall))
 	mux.Handle("GET /config", s.auth(s.configPage))
+	mux.Handle("GET /tunnel", s.auth(s.tunnel))
 	for _, a := range s.actions() {
 		get, post := s.actionHandlers(a)
 		mux.Handle("GET /"+a.name, s.auth(get))
@@ -508,6 +509,17 @@ func (s *Server) uplinks(w http.ResponseWriter, r *http.Request, sess *session) 
 func (s *Server) chart(w http.ResponseWriter, r *http.Request, sess *session) {
 	w.Header().Set("Content-Type", "image/svg+xml")
 	w.Write(s.history.svg())
+}
+
+// tunnel shows the academy tunnel: state, path, peers, the academy's
+// router and its routes.
+func (s *Server) tunnel(w http.ResponseWriter, r *http.Request, sess *session) {
+	tu, ok := s.o.Source.Tunnel()
+	enabled := false
+	if c := s.cfg(); c != nil {
+		enabled = c.Tunnel.Enabled
+	}
+	s.page(w, "tunnel", sess, map[string]any{"T": tu, "On": ok && enabled, "Line": tunnelLine(tr(s.lang()), s.o.Source, s.cfg())})
 }
 
 func (s *Server) zones(w http.ResponseWriter, r *http.Request, sess *session) {

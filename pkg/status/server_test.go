@@ -193,7 +193,7 @@ func (c *client) login(user, pass string) *httptest.ResponseRecorder {
 }
 
 // pages lists every GET page of the authenticated site.
-var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot", "/firewall", "/config", "/restart?service=dns", "/confirm", "/rollback"}
+var pages = []string{"/", "/uplinks", "/uplinks/chart.svg", "/zones", "/dns", "/services", "/boot", "/log", "/diag", "/reboot", "/firewall", "/config", "/restart?service=dns", "/confirm", "/rollback", "/tunnel"}
 
 func TestNoPageWithoutLogin(t *testing.T) {
 	h := newHarness(t, bcryptOnce())

@@ -101,6 +101,20 @@ type Tunnel struct {
 	Since   time.Time     `json:"since"`
 	RTT     time.Duration `json:"rtt"`
 	Via     string        `json:"via,omitempty"`
+	// The detail page's: what tailscaled says.
+	Backend       string         `json:"backend,omitempty"` // Running, NeedsLogin, Starting...
+	Addrs         []netip.Addr   `json:"addrs,omitempty"`   // the box's tailnet addresses
+	Peers         int            `json:"peers"`
+	PeersOnline   int            `json:"peers_online"`
+	Academy       string         `json:"academy,omitempty"` // the academy's router
+	AcademyIP     netip.Addr     `json:"academy_ip,omitzero"`
+	Routes        []netip.Prefix `json:"routes,omitempty"`
+	Path          string         `json:"path,omitempty"`     // direct, relayed, peer-relay
+	Endpoint      string         `json:"endpoint,omitempty"` // direct: the peer's ip:port
+	Relay         string         `json:"relay,omitempty"`    // relayed: the DERP region
+	LastHandshake time.Time      `json:"last_handshake,omitzero"`
+	RxBytes       int64          `json:"rx_bytes"`
+	TxBytes       int64          `json:"tx_bytes"`
 }
 
 // TimeSync is the clock's state.
