@@ -206,7 +206,10 @@ func pushUpdate(t *testing.T, v *vm, lan *qemuLAN, ctl, bundle, version, slot st
 	var err error
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err = lan.ns.Run("", ctl, "update", "push", "--json", "--reboot", "--box", "http://"+updateListen, bundle)
+		// HTTPS with the box's certificate (kept on /perm across its
+		// slots), trusted on first use.
+		out, err = lan.ns.Run("", ctl, "update", "push", "--json", "--reboot", "--box", "https://"+updateListen,
+			"--known-boxes", filepath.Join(filepath.Dir(bundle), "known_boxes"), bundle)
 		if err == nil || time.Now().After(deadline) || !strings.Contains(out, `"outcome":"unreachable"`) {
 			break
 		}
