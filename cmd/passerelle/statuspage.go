@@ -276,7 +276,7 @@ func (s *statusSource) DNSStats() []status.DNSStat {
 	}
 	var out []status.DNSStat
 	for _, x := range s.dns.Stats() {
-		out = append(out, status.DNSStat{Hour: x.Hour, Zone: x.Zone, Reason: x.Reason, Blocked: x.Blocked})
+		out = append(out, status.DNSStat{Hour: x.Hour, Zone: x.Zone, Reason: x.Reason, Category: x.Category, Blocked: x.Blocked})
 	}
 	return out
 }

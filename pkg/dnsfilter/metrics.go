@@ -18,6 +18,7 @@ type metrics struct {
 	queries      *prometheus.CounterVec
 	responses    *prometheus.CounterVec
 	blocked      *prometheus.CounterVec
+	blockedCat   *prometheus.CounterVec
 	safesearch   *prometheus.CounterVec
 	ratelimited  *prometheus.CounterVec
 	listsLoaded  prometheus.Gauge
@@ -39,6 +40,9 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 			[]string{"zone", "rcode"}),
 		blocked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_blocked_total",
 			Help: "Blocked queries by zone and reason: a UT1 category, deny, bypass or lists-not-loaded."}, []string{"zone", "reason"}),
+		blockedCat: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_blocked_category_total",
+			Help: "Blocked queries by zone and category: a UT1 category of the lists in use, or deny (the profile's deny rules, one bucket). Blocks for no category (bypass, lists-not-loaded) are only in passerelle_dns_blocked_total."},
+			[]string{"zone", "category"}),
 		safesearch: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_safesearch_rewrites_total", Help: "Search engine names sent to their safe endpoint."},
 			[]string{"zone", "engine"}),
 		ratelimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "passerelle_dns_ratelimited_total", Help: "Queries dropped by the per-client rate limit."},
@@ -62,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 		tcpOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "passerelle_dns_tcp_connections", Help: "DNS-over-TCP connections open, every zone."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.queries, m.responses, m.blocked, m.safesearch, m.ratelimited, m.listsLoaded, m.listInfo, m.listDomains,
+		reg.MustRegister(m.queries, m.responses, m.blocked, m.blockedCat, m.safesearch, m.ratelimited, m.listsLoaded, m.listInfo, m.listDomains,
 			m.listUnenf, m.listUpdates, m.logDropped, m.dohAddresses, m.overload, m.tcpRefused, m.tcpOpen,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "passerelle_dns_list_age_seconds", Help: "Age of the lists in use (since installed or loaded)."}, age))
 	}
@@ -72,22 +76,49 @@ func newMetrics(reg prometheus.Registerer, age func() float64) *metrics {
 // zoneCounters are one zone's per-query counters, resolved once: looking
 // labels up on every query costs more than the rest of a cached answer.
 type zoneCounters struct {
-	queries, ratelimited prometheus.Counter
-	responses            *prometheus.CounterVec
-	zone                 string
-	rcodes               [6]prometheus.Counter // NOERROR..REFUSED
-	blockedVec           *prometheus.CounterVec
-	blockedBy            sync.Map // reason -> prometheus.Counter
+	queries, ratelimited   prometheus.Counter
+	responses              *prometheus.CounterVec
+	zone                   string
+	rcodes                 [6]prometheus.Counter // NOERROR..REFUSED
+	blockedVec, blockedCat *prometheus.CounterVec
+	blockedBy              sync.Map // reason -> blockCounters
 }
 
+// blockCounters are the counters one block reason increments: the
+// category one is nil for reasons that are no category.
+type blockCounters struct{ reason, category prometheus.Counter }
+
 func (z *zoneCounters) blocked(reason string) {
-	if c, ok := z.blockedBy.Load(reason); ok {
-		c.(prometheus.Counter).Inc()
-		return
+	c, ok := z.blockedBy.Load(reason)
+	if !ok {
+		bc := blockCounters{reason: z.blockedVec.WithLabelValues(z.zone, reason)}
+		if cat := Category(reason); cat != "" {
+			bc.category = z.blockedCat.WithLabelValues(z.zone, cat)
+		}
+		c, _ = z.blockedBy.LoadOrStore(reason, bc)
 	}
-	c, _ := z.blockedBy.LoadOrStore(reason, z.blockedVec.WithLabelValues(z.zone, reason))
-	c.(prometheus.Counter).Inc()
+	bc := c.(blockCounters)
+	bc.reason.Inc()
+	if bc.category != nil {
+		bc.category.Inc()
+	}
 }
+
+// Category is the category a block reason counts under: the UT1
+// category itself, or DenyCategory for the profile's deny rules; "" for
+// reasons that are no category (resolver bypass, lists not loaded).
+// Reasons come from the lists in use and a fixed set of words, never
+// from a query, so the labels stay bounded by the UT1 catalogue.
+func Category(reason string) string {
+	switch reason {
+	case "bypass", "lists-not-loaded", "ddr", "":
+		return ""
+	}
+	return reason
+}
+
+// DenyCategory is the one bucket of every profile's deny rules.
+const DenyCategory = "deny"
 
 func (z *zoneCounters) response(rcode int) {
 	if rcode >= 0 && rcode < len(z.rcodes) {
@@ -107,6 +138,7 @@ func (f *Filter) zoneMetrics(zone string) *zoneCounters {
 		ratelimited: f.m.ratelimited.WithLabelValues(zone),
 		responses:   f.m.responses,
 		blockedVec:  f.m.blocked,
+		blockedCat:  f.m.blockedCat,
 	}
 	for i := range z.rcodes {
 		z.rcodes[i] = f.m.responses.WithLabelValues(zone, rcodeName(i))

@@ -167,7 +167,7 @@ func (pr *profile) decide(name string, lists *ut1.Lists) verdict {
 	if _, _, ok := pr.allow.Match(name); ok {
 		explicit = true
 	} else if _, _, ok := pr.deny.Match(name); ok {
-		return verdict{action: block, reason: "deny"}
+		return verdict{action: block, reason: DenyCategory}
 	} else if lists == nil {
 		if pr.FailClosed {
 			return verdict{action: block, reason: "lists-not-loaded"}

@@ -231,10 +231,13 @@ type statKey struct {
 
 // HourStat is one aggregate counter.
 type HourStat struct {
-	Hour    time.Time
-	Zone    string
-	Reason  string
-	Blocked uint64
+	Hour   time.Time
+	Zone   string
+	Reason string
+	// Category is Category(Reason): the UT1 category or DenyCategory,
+	// "" when the block was for no category.
+	Category string
+	Blocked  uint64
 }
 
 const statsKept = 48 * time.Hour
@@ -268,7 +271,7 @@ func (s *hourlyStats) list() []HourStat {
 	defer s.mu.RUnlock()
 	out := make([]HourStat, 0, len(s.m))
 	for k, v := range s.m {
-		out = append(out, HourStat{Hour: k.Hour, Zone: k.Zone, Reason: k.Reason, Blocked: v.Load()})
+		out = append(out, HourStat{Hour: k.Hour, Zone: k.Zone, Reason: k.Reason, Category: Category(k.Reason), Blocked: v.Load()})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]

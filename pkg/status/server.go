@@ -1,6 +1,7 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -535,15 +536,24 @@ func (s *Server) zones(w http.ResponseWriter, r *http.Request, sess *session) {
 }
 
 func (s *Server) dns(w http.ResponseWriter, r *http.Request, sess *session) {
-	stats := s.o.Source.DNSStats()
-	// Totals per zone and reason over the period kept: aggregates only.
+	t := tr(s.lang())
+	// Totals per zone and category over the period kept: aggregates
+	// only. A block for no category (bypass, lists not loaded) is its own
+	// row, said in words.
 	type total struct {
-		Zone, Reason string
-		Blocked      uint64
+		Zone, Category string
+		Blocked        uint64
 	}
 	sum := map[[2]string]uint64{}
-	for _, st := range stats {
-		sum[[2]string{st.Zone, st.Reason}] += st.Blocked
+	for _, st := range s.o.Source.DNSStats() {
+		label := st.Category
+		switch st.Category {
+		case "":
+			label = t.s("dns-reason-" + st.Reason)
+		case "deny":
+			label = t.s("dns-cat-deny")
+		}
+		sum[[2]string{st.Zone, label}] += st.Blocked
 	}
 	var totals []total
 	for k, v := range sum {
@@ -553,12 +563,15 @@ func (s *Server) dns(w http.ResponseWriter, r *http.Request, sess *session) {
 		if a.Zone != b.Zone {
 			return strings.Compare(a.Zone, b.Zone)
 		}
-		return int(b.Blocked) - int(a.Blocked)
+		if a.Blocked != b.Blocked {
+			return cmp.Compare(b.Blocked, a.Blocked)
+		}
+		return strings.Compare(a.Category, b.Category)
 	})
 	li := s.o.Source.Why("", "example.invalid").Lists
 	published := ""
 	if !li.Published.IsZero() {
-		published = tr(s.lang()).date(li.Published)
+		published = t.date(li.Published)
 	}
 	s.page(w, "dns", sess, map[string]any{"Totals": totals, "Lists": li, "Published": published})
 }

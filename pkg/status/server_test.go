@@ -543,3 +543,55 @@ func TestFilteringLineShowsThePublicationDate(t *testing.T) {
 		}
 	}
 }
+
+// dnsStatsSource blocks in two zones, for a UT1 category, the deny
+// rules and the bypass defence, over two hours.
+type dnsStatsSource struct{ *fakeSource }
+
+func (dnsStatsSource) DNSStats() []DNSStat {
+	h := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	return []DNSStat{
+		{Hour: h, Zone: "peda", Reason: "gambling", Category: "gambling", Blocked: 7},
+		{Hour: h.Add(time.Hour), Zone: "peda", Reason: "gambling", Category: "gambling", Blocked: 5},
+		{Hour: h, Zone: "peda", Reason: "deny", Category: "deny", Blocked: 3},
+		{Hour: h, Zone: "peda", Reason: "bypass", Blocked: 2},
+		{Hour: h, Zone: "guest", Reason: "adult", Category: "adult", Blocked: 4},
+	}
+}
+
+// TestDNSPageShowsBlockedByZoneAndCategory: the DNS detail page sums the
+// hours into one row per zone and category, names the deny bucket and
+// the blocks for no category in words, in French and in English.
+func TestDNSPageShowsBlockedByZoneAndCategory(t *testing.T) {
+	for _, tt := range []struct {
+		lang string
+		want []string
+	}{
+		{"fr", []string{"Requêtes bloquées par zone et catégorie", "<td>peda</td><td>gambling</td><td>12</td>",
+			"<td>peda</td><td>liste d&#39;interdiction du profil</td><td>3</td>",
+			"<td>peda</td><td>contournement du résolveur (DNS chiffré, relais)</td><td>2</td>", "<td>guest</td><td>adult</td><td>4</td>"}},
+		{"en", []string{"Blocked queries by zone and category", "<th scope=\"col\">category</th>", "<td>peda</td><td>gambling</td><td>12</td>",
+			"<td>peda</td><td>the profile&#39;s deny list</td><td>3</td>",
+			"<td>peda</td><td>resolver bypass (encrypted DNS, relay)</td><td>2</td>", "<td>guest</td><td>adult</td><td>4</td>"}},
+	} {
+		t.Run(tt.lang, func(t *testing.T) {
+			cfg := testConfig(t, bcryptOnce())
+			cfg.StatusPage.Language = tt.lang
+			clk := &clock{t: time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)}
+			s := New(Options{Source: dnsStatsSource{&fakeSource{cfg: cfg}}, Now: clk.now})
+			h := &harness{t: t, srv: s, h: s.Handler(), clock: clk}
+			c := h.client("10.20.0.5")
+			c.login("technicien", testPassword)
+			body := c.do("GET", "/dns", nil).Body.String()
+			for _, w := range tt.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("DNS page lacks %q:\n%s", w, body)
+				}
+			}
+			// guest sorts before peda; within a zone the most blocked first.
+			if i, j := strings.Index(body, "<td>peda</td><td>gambling</td>"), strings.Index(body, "<td>peda</td><td>"+map[string]string{"fr": "liste", "en": "the profile"}[tt.lang]); i < 0 || j < i {
+				t.Errorf("rows of peda not sorted by count")
+			}
+		})
+	}
+}

@@ -168,12 +168,15 @@ type Lease struct {
 }
 
 // DNSStat counts blocked queries of one hour, zone and reason: aggregates
-// only, never who asked.
+// only, never who asked. Category is the UT1 category or "deny" (the
+// profile's deny rules), "" for a block that is no category (bypass,
+// lists not loaded).
 type DNSStat struct {
-	Hour    time.Time `json:"hour"`
-	Zone    string    `json:"zone"`
-	Reason  string    `json:"reason"`
-	Blocked uint64    `json:"blocked"`
+	Hour     time.Time `json:"hour"`
+	Zone     string    `json:"zone"`
+	Reason   string    `json:"reason"`
+	Category string    `json:"category,omitempty"`
+	Blocked  uint64    `json:"blocked"`
 }
 
 // Service is one supervised service.
