@@ -549,7 +549,7 @@ func (s *Server) dns(w http.ResponseWriter, r *http.Request, sess *session) {
 		label := st.Category
 		switch st.Category {
 		case "":
-			label = t.s("dns-reason-" + st.Reason)
+			label = t.s("dns-r-" + st.Reason)
 		case "deny":
 			label = t.s("dns-cat-deny")
 		}
