@@ -16,6 +16,14 @@
 set -eu
 IMG=${1:?usage: run.sh IMAGE_DIR [DISK]}
 DISK=${2:-$IMG/vm-disk.img}
+# A disk kept from before the A/B layout (no ESP, no slots) would not
+# reach GRUB: it is set aside and a fresh one made, which the message says
+# (its /perm is lost). A kept A/B disk boots as it is, like a box's.
+# GPT partition names are UTF-16: without the NULs, "system-a" reads plain.
+if [ -f "$DISK" ] && ! head -c 17408 "$DISK" | tr -d '\000' | grep -aq system-a; then
+	mv "$DISK" "$DISK.old"
+	echo "run.sh: $DISK has no A/B slots (made by an older image); kept as $DISK.old, a fresh disk is made (first boot)" >&2
+fi
 [ -f "$DISK" ] || cp --sparse=always "$IMG/disk.img" "$DISK"
 if [ -n "${LAN_TAP:-}" ]; then
 	LAN="tap,id=lan,ifname=$LAN_TAP,script=no,downscript=no"
