@@ -10,8 +10,6 @@ import (
 	"io"
 	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Target is the box's A/B slots, as the update sees them. The A/B slots
@@ -169,7 +167,7 @@ func (w *slotWriter) install(ctx context.Context, r io.Reader, m *Manifest) *Err
 	}
 	// Read back from the device, not from the page cache: drop the
 	// slot's cached pages first (they are clean after the sync).
-	_ = unix.Fadvise(int(w.f.Fd()), 0, size, unix.FADV_DONTNEED)
+	dropCache(w.f, size)
 	h.Reset()
 	if _, err := io.CopyBuffer(h, io.NewSectionReader(w.f, 0, size), buf); err != nil {
 		return failed(ReasonWriteFailed, "slot %s: reading it back: %v", w.slot, err)
