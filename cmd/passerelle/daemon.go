@@ -15,6 +15,7 @@ import (
 	"passerelle/pkg/boot"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
+	"passerelle/pkg/manage"
 	"passerelle/pkg/supervisor"
 	"passerelle/pkg/watchdog"
 )
@@ -54,6 +55,9 @@ type daemon struct {
 	// cert is the box's TLS certificate (the status page's, made at
 	// first boot on /perm): the management API serves it too.
 	cert func() (tls.Certificate, error)
+	// certInstall installs a certificate the NOC pushed (the status
+	// page's holder): served at once by the page and the API.
+	certInstall manage.CertInstaller
 
 	wd *watchdog.Watchdog
 

@@ -179,7 +179,8 @@ func (d *daemon) manageDial(ctx context.Context, cfg *config.Config, network, ad
 // serveManageAPI serves the push API over TLS on the tunnel's IPv4
 // address, and only there, while the tunnel has one; callers must be
 // tailnet nodes with one of management.noc_tags. The certificate is the
-// box's own (self-signed, on /perm): the NOC pins its fingerprint.
+// box's own (self-signed, on /perm; the NOC pins its fingerprint) or one
+// the NOC pushed (POST /v1/cert), read on every handshake.
 func (d *daemon) serveManageAPI(ctx context.Context) error {
 	if d.mg.tun == nil {
 		<-ctx.Done()
@@ -193,7 +194,7 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	api := &manage.API{M: d.mg.mgr, Auth: d.whoIsNOC}
+	api := &manage.API{M: d.mg.mgr, Auth: d.whoIsNOC, Cert: d.certInstall}
 	if d.up.api != nil {
 		api.Update = d.up.api
 	}

@@ -109,7 +109,11 @@ func printScreen(w io.Writer, sc status.Screen, colour bool) {
 		}
 	}
 	if sc.Fingerprint != "" {
-		fmt.Fprintf(w, "\nstatus page certificate SHA-256: %s\n", sc.Fingerprint)
+		from := ""
+		if sc.CertFromNOC {
+			from = " (pushed by the NOC)"
+		}
+		fmt.Fprintf(w, "\nstatus page certificate SHA-256: %s%s\n", sc.Fingerprint, from)
 	}
 }
 

@@ -95,6 +95,9 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 	// (made at first boot on /perm), so the fingerprint shown on the
 	// screen is the one the NOC pins.
 	d.cert = srv.Certificate
+	// ... and a certificate the NOC pushes over that API replaces it for
+	// both, from the next handshake.
+	d.certInstall = srv
 	go srv.Run(ctx)
 	if f.control != "" {
 		go func() {

@@ -32,6 +32,8 @@ const usage = `usage:
                                         the fleet's versions, generations and health
   passerellectl generations list|diff|rollback --box URL
                                         a box's kept generations
+  passerellectl cert push --key FILE --uai UAI --box URL CERT KEY
+                                        give a box the certificate its status page and API serve
   passerellectl update sign|push|show   firmware update bundles: sign a slot image, push it in waves
   passerellectl version                 print the version
 `
@@ -70,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "generations":
 		return cmdGenerations(args[1:], stdout, stderr)
+	case "cert":
+		return cmdCert(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(args[1:], stdout, stderr)
 	case "version", "--version":

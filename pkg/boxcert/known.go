@@ -123,9 +123,17 @@ func boxName(name, addr string) string {
 type KnownBoxes struct {
 	path string
 
-	mu    sync.Mutex
-	known map[string]knownBox // by address
-	added map[string]knownBox // first seen since Open, not saved yet
+	mu       sync.Mutex
+	known    map[string]knownBox // by address
+	added    map[string]knownBox // first seen since Open, not saved yet
+	replaced map[string]replaced // certificates the NOC changed since Open, not saved yet
+}
+
+// replaced is a box whose certificate this run replaced (passerellectl
+// cert push): old is the fingerprint trusted before.
+type replaced struct {
+	knownBox
+	old string
 }
 
 type knownBox struct{ fingerprint, name string }
@@ -142,7 +150,7 @@ func DefaultKnownBoxes() (string, error) {
 
 // OpenKnownBoxes reads the file at path; a missing file is an empty one.
 func OpenKnownBoxes(path string) (*KnownBoxes, error) {
-	k := &KnownBoxes{path: path, added: map[string]knownBox{}}
+	k := &KnownBoxes{path: path, added: map[string]knownBox{}, replaced: map[string]replaced{}}
 	m, err := readKnown(path)
 	if err != nil {
 		return nil, err
@@ -215,6 +223,18 @@ func (k *KnownBoxes) Check(addr, name, fingerprint string) error {
 	return nil
 }
 
+// Replace trusts fingerprint at addr instead of old: the NOC itself gave
+// the box that certificate over a connection checked against old (the
+// box is then refused with any other, old included). Save writes it
+// unless the file meanwhile holds another fingerprint than old.
+func (k *KnownBoxes) Replace(addr, name, old, fingerprint string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.added, addr)
+	k.replaced[addr] = replaced{knownBox{fingerprint: fingerprint, name: name}, old}
+	k.known[addr] = knownBox{fingerprint: fingerprint, name: name}
+}
+
 // Added is how many boxes were trusted for the first time since Open.
 func (k *KnownBoxes) Added() int {
 	k.mu.Lock()
@@ -229,7 +249,7 @@ func (k *KnownBoxes) Added() int {
 func (k *KnownBoxes) Save() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(k.added) == 0 {
+	if len(k.added) == 0 && len(k.replaced) == 0 {
 		return nil
 	}
 	m, err := readKnown(k.path)
@@ -237,6 +257,13 @@ func (k *KnownBoxes) Save() error {
 		return err
 	}
 	var conflicts []string
+	for addr, r := range k.replaced {
+		if cur, ok := m[addr]; ok && cur.fingerprint != r.old && cur.fingerprint != r.fingerprint {
+			conflicts = append(conflicts, fmt.Sprintf("%s: %s kept, %s not", addr, cur.fingerprint, r.fingerprint))
+			continue
+		}
+		m[addr] = r.knownBox
+	}
 	for addr, e := range k.added {
 		if old, ok := m[addr]; ok {
 			if old.fingerprint != e.fingerprint {
@@ -266,7 +293,7 @@ func (k *KnownBoxes) Save() error {
 	if err := atomicfile.Write(k.path, b.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("known boxes: %w", err)
 	}
-	k.known, k.added = m, map[string]knownBox{}
+	k.known, k.added, k.replaced = m, map[string]knownBox{}, map[string]replaced{}
 	if len(conflicts) > 0 {
 		slices.Sort(conflicts)
 		return fmt.Errorf("known boxes %s: another run saw other certificates at %s", k.path, strings.Join(conflicts, "; "))

@@ -43,6 +43,10 @@ type RefusedError struct {
 
 func (e *RefusedError) Error() string { return "certificate refused: " + e.Reason + ": " + e.Detail }
 
+// Refusal gives the reason and detail (the management API reads them
+// through this method, without importing this package).
+func (e *RefusedError) Refusal() (reason, detail string) { return e.Reason, e.Detail }
+
 func refused(reason, format string, args ...any) *RefusedError {
 	return &RefusedError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }

@@ -22,12 +22,16 @@ type Authorize func(r *http.Request) (who string, err error)
 //	GET  /v1/generations/N     one generation with its config
 //	GET  /v1/results           the kept results
 //	POST /v1/update            a firmware update, when Update is set (pkg/update)
+//	POST /v1/cert              a NOC-signed TLS certificate, when Cert is set
 type API struct {
 	M    *Manager
 	Auth Authorize // nil: every caller (tests, the fleet simulator)
 	// Update, if set, serves /v1/update (firmware updates, pkg/update)
 	// behind the same authorisation.
 	Update http.Handler
+	// Cert, if set, serves POST /v1/cert: a certificate and key the NOC
+	// signed for this box, installed for the status page and this API.
+	Cert CertInstaller
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +46,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/v1/update" && a.Update != nil:
 		a.Update.ServeHTTP(w, r)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/cert" && a.Cert != nil:
+		a.pushCert(w, r)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/bundles":
 		a.push(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/status":

@@ -67,17 +67,22 @@ func Sign(p Payload, keys ...Key) ([]byte, error) {
 	if p.KeyID == "" && len(keys) > 0 {
 		p.KeyID = keys[0].ID
 	}
-	raw, err := json.Marshal(p)
+	return seal(p, nocsig.ContextBundle, MaxBundleSize, "bundle", keys)
+}
+
+// seal encodes payload v once, signs those bytes under context with
+// every key and encodes the envelope, which must fit in maxSize.
+func seal(v any, context string, maxSize int, what string, keys []Key) ([]byte, error) {
+	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	b := nocsig.Seal(nocsig.ContextBundle, raw, keys...)
-	out, err := json.Marshal(b)
+	out, err := json.Marshal(nocsig.Seal(context, raw, keys...))
 	if err != nil {
 		return nil, err
 	}
-	if len(out) > MaxBundleSize {
-		return nil, fmt.Errorf("bundle is %d bytes, more than the %d a box accepts", len(out), MaxBundleSize)
+	if len(out) > maxSize {
+		return nil, fmt.Errorf("%s is %d bytes, more than the %d a box accepts", what, len(out), maxSize)
 	}
 	return out, nil
 }
@@ -131,33 +136,13 @@ type Trust struct {
 // itself: size, envelope, signatures by a trusted key, target, expiry and
 // version. It returns the payload and the name of the key that signed it.
 func Open(data []byte, t Trust) (*Payload, string, error) {
-	if len(data) > MaxBundleSize {
-		return nil, "", reject(ReasonTooLarge, "%d bytes, more than the %d a bundle may have", len(data), MaxBundleSize)
-	}
-	b, err := nocsig.Decode(data)
-	if err != nil {
-		_, detail := nocsig.Why(err)
-		return nil, "", reject(ReasonMalformed, "not a bundle envelope: %s", detail)
-	}
-	raw, signer, err := b.Open(nocsig.ContextBundle, t.Keys)
-	if err != nil {
-		reason, detail := nocsig.Why(err)
-		return nil, "", reject(Reason(reason), "the bundle: %s", detail)
-	}
 	var p Payload
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return nil, "", reject(ReasonMalformed, "payload: %v", err)
+	signer, err := openSigned(data, MaxBundleSize, nocsig.ContextBundle, "bundle", t, &p)
+	if err != nil {
+		return nil, "", err
 	}
-	if p.Format != Format {
-		return nil, "", reject(ReasonMalformed, "payload format %d; this firmware reads format %d", p.Format, Format)
-	}
-	if p.UAI != t.UAI {
-		return nil, "", reject(ReasonWrongUAI, "the bundle is for %s; this box is %s", p.UAI, t.UAI)
-	}
-	if p.Expires.IsZero() || !t.Now.Before(p.Expires) {
-		return nil, "", reject(ReasonExpired, "the bundle expired at %s", p.Expires.UTC().Format(time.RFC3339))
+	if err := checkFor(p.Format, p.UAI, p.Expires, "bundle", t); err != nil {
+		return nil, "", err
 	}
 	if p.Version <= t.Highest {
 		return nil, "", reject(ReasonReplay, "version %d is not newer than %d, the last this box accepted", p.Version, t.Highest)
@@ -166,6 +151,45 @@ func Open(data []byte, t Trust) (*Payload, string, error) {
 		p.Name = fmt.Sprintf("%s-v%d.yaml", p.UAI, p.Version)
 	}
 	return &p, signer, nil
+}
+
+// openSigned checks a NOC envelope of one kind (its size, its
+// signatures under context by a trusted key) and decodes its payload
+// strictly into v. Errors are *Rejection.
+func openSigned(data []byte, maxSize int, context, what string, t Trust, v any) (signer string, err error) {
+	if len(data) > maxSize {
+		return "", reject(ReasonTooLarge, "%d bytes, more than the %d a %s may have", len(data), maxSize, what)
+	}
+	e, err := nocsig.Decode(data)
+	if err != nil {
+		_, detail := nocsig.Why(err)
+		return "", reject(ReasonMalformed, "not a %s envelope: %s", what, detail)
+	}
+	raw, signer, err := e.Open(context, t.Keys)
+	if err != nil {
+		reason, detail := nocsig.Why(err)
+		return "", reject(Reason(reason), "the %s: %s", what, detail)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return "", reject(ReasonMalformed, "payload: %v", err)
+	}
+	return signer, nil
+}
+
+// checkFor checks a payload's format, target box and expiry.
+func checkFor(format int, uai string, expires time.Time, what string, t Trust) error {
+	if format != Format {
+		return reject(ReasonMalformed, "payload format %d; this firmware reads format %d", format, Format)
+	}
+	if uai != t.UAI {
+		return reject(ReasonWrongUAI, "the %s is for %s; this box is %s", what, uai, t.UAI)
+	}
+	if expires.IsZero() || !t.Now.Before(expires) {
+		return reject(ReasonExpired, "the %s expired at %s", what, expires.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // errRejection extracts a Rejection.

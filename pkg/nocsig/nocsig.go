@@ -23,6 +23,7 @@ import (
 const (
 	ContextBundle = "passerelle-bundle-v1\n"
 	ContextUpdate = "passerelle-update-v1\n"
+	ContextCert   = "passerelle-cert-v1\n" // a box's TLS certificate and key (pkg/manage)
 )
 
 // Key is a NOC signing key.

@@ -49,7 +49,8 @@ type Screen struct {
 	Overall     Level         `json:"overall"`
 	Lines       []Line        `json:"lines"`
 	Warnings    []WarningLine `json:"warnings"`
-	Fingerprint string        `json:"fingerprint,omitempty"` // SHA-256 of the page's certificate
+	Fingerprint string        `json:"fingerprint,omitempty"`          // SHA-256 of the page's certificate
+	CertFromNOC bool          `json:"certificate_from_noc,omitempty"` // the NOC pushed it (else made at first boot)
 	Lang        string        `json:"lang"`
 }
 

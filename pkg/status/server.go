@@ -70,7 +70,7 @@ type Server struct {
 	icmpBusy chan struct{} // one ping or traceroute at a time
 
 	certOnce sync.Once
-	cert     tls.Certificate
+	cert     *boxcert.Holder
 	certErr  error
 
 	mu        sync.Mutex
@@ -102,19 +102,64 @@ func New(o Options) *Server {
 	return s
 }
 
-// Certificate returns the page's certificate, creating it at first call.
-func (s *Server) Certificate() (tls.Certificate, error) {
+// holder is the box's certificate holder, opened at first call: the
+// NOC's pushed certificate if a valid one is kept, else the one made at
+// first boot.
+func (s *Server) holder() (*boxcert.Holder, error) {
 	s.certOnce.Do(func() {
 		host := ""
 		if c := s.o.Source.Config(); c != nil {
 			host = c.Identity.Hostname
 		}
-		s.cert, s.certErr = boxcert.LoadOrCreate(s.o.StateDir, host, s.now())
+		var aside error
+		s.cert, aside, s.certErr = boxcert.Open(s.o.StateDir, host, s.now())
+		if aside != nil {
+			s.log.Warn("the NOC's certificate is set aside: the first-boot certificate is served", "event", "status-cert-set-aside", "err", aside)
+		}
 	})
 	return s.cert, s.certErr
 }
 
-// Fingerprint is the SHA-256 fingerprint of the page's certificate.
+// Certificate returns the certificate served now.
+func (s *Server) Certificate() (tls.Certificate, error) {
+	h, err := s.holder()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return h.Current(), nil
+}
+
+// getCertificate serves the current certificate on every handshake, so a
+// certificate the NOC pushes is served at once.
+func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	h, err := s.holder()
+	if err != nil {
+		return nil, err
+	}
+	return h.GetCertificate(hello)
+}
+
+// InstallCertificate validates and installs a certificate the NOC pushed
+// (the management API, after checking the NOC's signature): stored on
+// the state directory and served by the page and the management API
+// from the next handshake. It returns the new fingerprint; a refusal is
+// a *boxcert.RefusedError and changes nothing.
+func (s *Server) InstallCertificate(certPEM, keyPEM []byte) (string, error) {
+	h, err := s.holder()
+	if err != nil {
+		return "", err
+	}
+	old := boxcert.Fingerprint(h.Current())
+	c, err := h.Install(certPEM, keyPEM, s.now())
+	if err != nil {
+		return "", err
+	}
+	fp := boxcert.Fingerprint(c)
+	s.log.Info("the NOC's certificate installed", "event", "status-cert-installed", "fingerprint", fp, "previous", old, "not_after", c.Leaf.NotAfter)
+	return fp, nil
+}
+
+// Fingerprint is the SHA-256 fingerprint of the certificate served now.
 func (s *Server) Fingerprint() string {
 	c, err := s.Certificate()
 	if err != nil {
@@ -123,10 +168,18 @@ func (s *Server) Fingerprint() string {
 	return boxcert.Fingerprint(c)
 }
 
+// CertificateFromNOC says whether the certificate served now is one the
+// NOC pushed (else the box made it at first boot).
+func (s *Server) CertificateFromNOC() bool {
+	h, err := s.holder()
+	return err == nil && h.Pushed()
+}
+
 // Screen is the first screen, with the certificate's fingerprint.
 func (s *Server) Screen() Screen {
 	sc := BuildScreen(s.o.Source, s.lang(), s.now())
 	sc.Fingerprint = s.Fingerprint()
+	sc.CertFromNOC = s.CertificateFromNOC()
 	return sc
 }
 
@@ -247,14 +300,13 @@ func (s *Server) listen(l *listener) error {
 	zone := l.zone
 	switch l.kind {
 	case "https":
-		cert, err := s.Certificate()
-		if err != nil {
+		if _, err := s.Certificate(); err != nil {
 			ln.Close()
 			s.log.Error("status page: no certificate", "err", err)
 			return err
 		}
 		srv.Handler = s.Handler()
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	default:
 		srv.Handler = s.PlainHandler(zone)
@@ -425,6 +477,7 @@ func (s *Server) page(w http.ResponseWriter, name string, sess *session, data ma
 		data["User"] = sess.user
 	}
 	data["Fingerprint"] = s.Fingerprint()
+	data["CertFromNOC"] = s.CertificateFromNOC()
 	if c := s.cfg(); c != nil {
 		data["School"] = c.Identity.Name
 		data["UAI"] = c.Identity.UAI

@@ -2,7 +2,16 @@ package status
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +24,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"passerelle/pkg/boxcert"
 	"passerelle/pkg/config"
 	"passerelle/pkg/health"
 )
@@ -594,4 +604,78 @@ func TestDNSPageShowsBlockedByZoneAndCategory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPushedCertificateServedByThePage: a certificate the NOC pushed
+// (InstallCertificate, as the management API calls it) is served by the
+// page's HTTPS listener from the next handshake, without a restart, and
+// its fingerprint is the one the footer and the first screen show, said
+// to come from the NOC; a refused one changes nothing.
+func TestPushedCertificateServedByThePage(t *testing.T) {
+	h := newHarness(t, bcryptOnce())
+	h.srv.o.StateDir = t.TempDir()
+	first := h.srv.Fingerprint()
+	probe, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	l := &listener{kind: "https", zone: "admin", addr: addr}
+	if err := h.srv.listen(l); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.srv.Close() })
+	served := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the test reads the fingerprint
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return boxcert.FingerprintDER(c.ConnectionState().PeerCertificates[0].Raw)
+	}
+	if got := served(); got != first {
+		t.Fatalf("served %s, want the first-boot %s", got, first)
+	}
+	now := h.clock.now()
+	if _, err := h.srv.InstallCertificate([]byte("not PEM"), nil); err == nil {
+		t.Fatal("garbage installed")
+	}
+	certPEM, keyPEM := testCertPEM(t, now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	fp, err := h.srv.InstallCertificate(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp == first || h.srv.Fingerprint() != fp {
+		t.Fatalf("fingerprint after the push: %s (returned %s, first %s)", h.srv.Fingerprint(), fp, first)
+	}
+	if got := served(); got != fp {
+		t.Errorf("after the push the page serves %s, want %s", got, fp)
+	}
+	if sc := h.srv.Screen(); sc.Fingerprint != fp || !sc.CertFromNOC {
+		t.Errorf("screen: %s from NOC %v", sc.Fingerprint, sc.CertFromNOC)
+	}
+	c := h.client("10.20.0.5")
+	c.login("technicien", testPassword)
+	body := c.do("GET", "/", nil).Body.String()
+	if !strings.Contains(body, `<code id="fingerprint">`+fp+`</code> (certificat installé par le NOC)`) {
+		t.Errorf("footer lacks the pushed fingerprint:\n%s", body)
+	}
+}
+
+func testCertPEM(t *testing.T, nb, na time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "box.example"}, NotBefore: nb, NotAfter: na,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k})
 }

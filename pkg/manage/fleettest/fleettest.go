@@ -8,12 +8,19 @@ package fleettest
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -111,10 +118,25 @@ type Fleet struct {
 type Box struct {
 	UAI         string
 	URL         string // https://127.0.0.1:PORT
-	Fingerprint string // of the box's certificate
+	Fingerprint string // of the box's first certificate
 	Failing     bool
 	M           *manage.Manager
-	srv         *http.Server
+	// Cert is the certificate the box serves, which the NOC may replace
+	// (POST /v1/cert), in memory.
+	Cert *boxcert.Holder
+	srv  *http.Server
+}
+
+// certInstaller installs a pushed certificate as the daemon's status
+// page does, without the page.
+type certInstaller struct{ h *boxcert.Holder }
+
+func (c certInstaller) InstallCertificate(certPEM, keyPEM []byte) (string, error) {
+	cert, err := c.h.Install(certPEM, keyPEM, time.Now())
+	if err != nil {
+		return "", err
+	}
+	return boxcert.Fingerprint(cert), nil
 }
 
 type nopSubmit struct{}
@@ -196,16 +218,17 @@ func (f *Fleet) startBox(i int, failing bool, o Options) (*Box, error) {
 		return nil, err
 	}
 	b.M = m
-	b.srv = &http.Server{Handler: &manage.API{M: m}, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are the tests' point
-	cert, err := boxcert.LoadOrCreate("", b.UAI, time.Now())
+	h, _, err := boxcert.Open("", b.UAI, time.Now())
 	if err != nil {
 		ln.Close()
 		m.Close()
 		return nil, err
 	}
-	b.URL, b.Fingerprint = "https://"+ln.Addr().String(), boxcert.Fingerprint(cert)
-	go b.srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+	b.Cert = h
+	b.srv = &http.Server{Handler: &manage.API{M: m, Cert: certInstaller{h}}, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are the tests' point
+	b.URL, b.Fingerprint = "https://"+ln.Addr().String(), boxcert.Fingerprint(h.Current())
+	go b.srv.Serve(tls.NewListener(ln, &tls.Config{GetCertificate: h.GetCertificate, MinVersion: tls.VersionTLS12}))
 	return b, nil
 }
 
@@ -262,4 +285,29 @@ func (f *Fleet) Close() {
 			b.M.Close()
 		}
 	}
+}
+
+// Certificate makes a certificate and PKCS#8 key (PEM) for host, valid
+// from nb to na, as a NOC would push to a box (POST /v1/cert).
+func Certificate(host string, nb, na time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := crand.Int(crand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: host}, NotBefore: nb, NotAfter: na,
+		DNSNames: []string{host}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	k8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k8}), nil
 }
