@@ -508,6 +508,11 @@ func (s *Supervisor) runService(svc *service) {
 			}
 			log.Warn("service exited; restarting", "event", "service-restart", "exit", ex.desc, "ran", s.now().Sub(started).Round(time.Millisecond), "after", dec.After, "requested", false)
 			s.setState(svc, Backoff, dec.Reason, s.now().Add(dec.After))
+			// A service that exited is not about to be ready: the start
+			// order goes on without it rather than wait out ReadyTimeout
+			// (tailscaled without its auth key held NTP and telemetry
+			// back 30 s at every boot).
+			svc.readyOnce.Do(func() { close(svc.ready) })
 			wait = dec.After
 		case Fail:
 			log.Error("service is crash-looping; marked failed", "event", "service-failed", "exit", ex.desc, "reason", dec.Reason, "retry_in", dec.After)

@@ -465,3 +465,31 @@ func TestRestartDoesNotCountAsCrash(t *testing.T) {
 	}
 	waitFor(t, "inner running", func() bool { return statusOf(s, "inner").Restarts == 8 && statusOf(s, "inner").State == Running })
 }
+
+// TestExitingServiceDoesNotHoldTheStartOrder: a service that exits before
+// it was ever ready (tailscaled without its auth key) is restarted with
+// backoff, and the services after it start at once instead of waiting out
+// ReadyTimeout (a minute here: Start would not return in the test's time).
+func TestExitingServiceDoesNotHoldTheStartOrder(t *testing.T) {
+	p := fastPolicy()
+	p.ReadyTimeout = time.Minute
+	p.CrashLoopExits = 1000 // restarted, never marked failed (which would also free the order)
+	s, _, _ := newTestSupervisor(t, p, nil)
+	s.Add(Spec{
+		Name:  "exits",
+		Run:   func(context.Context) error { return errors.New("no auth key") },
+		Ready: func(context.Context) error { return errors.New("not yet") },
+	})
+	s.Add(Spec{Name: "later", Run: func(ctx context.Context) error { <-ctx.Done(); return nil }})
+	started := make(chan error, 1)
+	go func() { started <- s.Start(context.Background()) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start still waiting for a service that exited")
+	}
+	waitFor(t, "later running", func() bool { return statusOf(s, "later").State == Running })
+}
