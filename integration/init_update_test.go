@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,14 +27,7 @@ func TestUpdateRebootAsPID1(t *testing.T) {
 	}
 	work, cfgPath := initWorkDir(t)
 	key := filepath.Join(work, "noc.key")
-	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", key).Output()
-	if err != nil {
-		t.Fatalf("keygen: %v", err)
-	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-	}
-	json.Unmarshal(out, &k)
+	k := nocKeygen(t, bins(t).ctl, "noc-lab", key)
 	cfg := readDemo(t) + fmt.Sprintf("management:\n  trusted_keys:\n    - name: noc-lab\n      public_key: %s\n", k.PublicKey)
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	slotsDir := filepath.Join(work, "slots") // not under /tmp: the init mounts a tmpfs there

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -43,16 +42,7 @@ func TestManageInitRebootInWindow(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(work) })
 	key := filepath.Join(work, "noc.key")
-	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", key).Output()
-	if err != nil {
-		t.Fatalf("keygen: %v", err)
-	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.Unmarshal(out, &k); err != nil {
-		t.Fatal(err)
-	}
+	k := nocKeygen(t, bins(t).ctl, "noc-lab", key)
 	caFile, cert := labCert(t, work, "203.0.113.100")
 	cfgText := readDemo(t) + fmt.Sprintf(`management:
   trusted_keys:

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -53,16 +52,7 @@ func startManageLabWith(t *testing.T, extra string, confirm time.Duration) *mana
 	ml := &manageLab{dir: t.TempDir(), confirm: confirm}
 	ml.key = filepath.Join(ml.dir, "noc.key")
 	ml.pub = filepath.Join(ml.dir, "pub")
-	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", ml.key).Output()
-	if err != nil {
-		t.Fatalf("keygen: %v", err)
-	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.Unmarshal(out, &k); err != nil {
-		t.Fatal(err)
-	}
+	k := nocKeygen(t, bins(t).ctl, "noc-lab", ml.key)
 	caFile, cert := labCert(t, ml.dir, "203.0.113.100")
 	cfg := readDemo(t) + fmt.Sprintf(`management:
   trusted_keys:

@@ -34,14 +34,7 @@ func TestManagePushTunnel(t *testing.T) {
 	}
 	dir := t.TempDir()
 	nocKey := filepath.Join(dir, "noc.key")
-	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", nocKey).Output()
-	if err != nil {
-		t.Fatalf("keygen: %v", err)
-	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-	}
-	json.Unmarshal(out, &k)
+	k := nocKeygen(t, bins(t).ctl, "noc-lab", nocKey)
 	keyFile := filepath.Join(dir, "perm", "tunnel", "authkey")
 	cfg := readDemo(t) + fmt.Sprintf(tunnelConfigTail, "https://203.0.113.100:443", keyFile, academy.DefaultPrefix) +
 		fmt.Sprintf("management:\n  trusted_keys:\n    - name: noc-lab\n      public_key: %s\n", k.PublicKey)
@@ -68,7 +61,7 @@ func TestManagePushTunnel(t *testing.T) {
 	api := "https://" + r.str("addr")
 	// The fingerprint the technician reads on the box's screen.
 	// (Exit status 1 while a warning is critical: the screen is printed all the same.)
-	out, _ = exec.Command(bins(t).passerelle, "status", "--json", "--socket", sock).Output()
+	out, _ := exec.Command(bins(t).passerelle, "status", "--json", "--socket", sock).Output()
 	var screen struct{ Fingerprint string }
 	if err := json.Unmarshal(out, &screen); err != nil || len(screen.Fingerprint) != 95 {
 		t.Fatalf("passerelle status: %v %s", err, out)

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,16 +25,7 @@ import (
 func TestUpdatePushLab(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "noc.key")
-	out, err := exec.Command(bins(t).ctl, "keygen", "--json", "--id", "noc-lab", "--out", key).Output()
-	if err != nil {
-		t.Fatalf("keygen: %v", err)
-	}
-	var k struct {
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.Unmarshal(out, &k); err != nil {
-		t.Fatal(err)
-	}
+	k := nocKeygen(t, bins(t).ctl, "noc-lab", key)
 	cfg := readDemo(t) + fmt.Sprintf("management:\n  trusted_keys:\n    - name: noc-lab\n      public_key: %s\n", k.PublicKey)
 	fw := labFor(t, []byte(cfg), nil)
 	slots, err := update.CreateFileSlots(filepath.Join(dir, "slots"), 8<<20)

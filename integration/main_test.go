@@ -296,3 +296,23 @@ func goTool() string {
 	}
 	return filepath.Join(gobuild.Default.GOROOT, "bin", "go")
 }
+
+// nocKey is a NOC signing key made by passerellectl keygen: its file is
+// where keygen wrote it, PublicKey goes into the box's trusted_keys.
+type nocKey struct {
+	PublicKey string `json:"public_key"`
+}
+
+// nocKeygen makes a NOC key named id at path with the ctl binary.
+func nocKeygen(t *testing.T, ctl, id, path string) nocKey {
+	t.Helper()
+	out, err := exec.Command(ctl, "keygen", "--json", "--id", id, "--out", path).Output()
+	if err != nil {
+		t.Fatalf("keygen: %v", err)
+	}
+	var k nocKey
+	if err := json.Unmarshal(out, &k); err != nil {
+		t.Fatalf("keygen output: %v", err)
+	}
+	return k
+}
