@@ -231,13 +231,24 @@ func (tl *tunnelLab) tailscaledPID(t *testing.T) int {
 
 // path is the tunnel's path in its latest state or path event.
 func (tl *tunnelLab) path() string {
-	path := ""
-	for _, r := range tl.log.records(0) {
+	path, _ := tl.pathSince(0)
+	return path
+}
+
+// pathSince is the tunnel's path as last reported after mark, and the
+// record that reported it: a path change is a tunnel-path event while the
+// tunnel stays up, or the path of a tunnel-state up event when the change
+// took the tunnel down first (a blocked direct path fails the pings before
+// the relay takes over).
+func (tl *tunnelLab) pathSince(mark int) (string, record) {
+	var path string
+	var last record
+	for _, r := range tl.log.records(mark) {
 		if r.str("event") == "tunnel-path" || (r.str("event") == "tunnel-state" && r.str("state") == "up") {
-			path = r.str("path")
+			path, last = r.str("path"), r
 		}
 	}
-	return path
+	return path, last
 }
 
 func TestTunnelAcademy(t *testing.T) {
@@ -401,8 +412,12 @@ func TestTunnelAcademy(t *testing.T) {
 			"add rule inet nodirect f ip saddr { 198.51.100.254, 203.0.113.100 } udp sport != 3478 drop; "+
 			"add rule inet nodirect f ip daddr { 198.51.100.254, 203.0.113.100 } udp dport != 3478 drop")
 		defer nsRun(t, inet, "nft", "delete table inet nodirect")
-		rec := tl.waitRecord(t, mark, 90*time.Second, "tunnel-path", map[string]string{"path": "relayed"})
-		t.Logf("path now relayed through %s", rec.str("relay"))
+		waitUntil(t, "the tunnel's path reported as relayed", 90*time.Second, func() bool {
+			path, _ := tl.pathSince(mark)
+			return path == "relayed"
+		})
+		_, rec := tl.pathSince(mark)
+		t.Logf("path now relayed through %s (%s event)", rec.str("relay"), rec.str("event"))
 		tl.waitReach(t, 30*time.Second)
 		if _, err := tl.fetch("admin", 2*time.Second); err != nil {
 			t.Fatalf("relayed: %v", err)
