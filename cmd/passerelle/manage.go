@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -198,6 +197,9 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 	if d.up.api != nil {
 		api.Update = d.up.api
 	}
+	// Timeouts, header and connection caps against hostile or broken
+	// clients; the handlers bound and pace the bodies.
+	lim := manage.DefaultLimits()
 	var (
 		srv  *http.Server
 		bind string
@@ -228,11 +230,10 @@ func (d *daemon) serveManageAPI(ctx context.Context) error {
 				if err != nil {
 					d.log.Warn("management API cannot listen yet", "addr", want, "err", err)
 				} else {
-					srv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConf,
-						ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
+					srv = lim.Server(api, d.log)
 					bind = want
 					d.log.Info("management API listening", "event", "manage-api-listening", "addr", want, "tls", true)
-					go srv.Serve(tls.NewListener(ln, tlsConf))
+					go srv.Serve(tls.NewListener(lim.Listen(ln), tlsConf))
 				}
 			}
 		}

@@ -15,6 +15,7 @@ import (
 
 	"passerelle/pkg/boot"
 	"passerelle/pkg/box"
+	"passerelle/pkg/manage"
 	"passerelle/pkg/nocsig"
 	"passerelle/pkg/status"
 	"passerelle/pkg/supervisor"
@@ -160,10 +161,11 @@ func (d *daemon) serveUpdateAPI(ctx context.Context, addr string, api *update.AP
 	if err != nil {
 		return err
 	}
-	ln = tls.NewListener(ln, tlsConf)
+	lim := manage.DefaultLimits() // as the management API's listener
+	ln = tls.NewListener(lim.Listen(ln), tlsConf)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/update", api)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := lim.Server(mux, d.log)
 	go func() {
 		<-ctx.Done()
 		srv.Close()

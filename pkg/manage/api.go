@@ -32,6 +32,9 @@ type API struct {
 	// Cert, if set, serves POST /v1/cert: a certificate and key the NOC
 	// signed for this box, installed for the status page and this API.
 	Cert CertInstaller
+	// Pace is how fast a bundle or a certificate must arrive; zero
+	// fields are the defaults.
+	Pace Pace
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -87,9 +90,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) push(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBundleSize+1))
+	body, err := a.readBody(w, r, MaxBundleSize)
+	if limit, ok := TooLarge(err); ok {
+		// Refused before it is read whole: nothing of it is kept.
+		res := a.M.Reject("push", reject(ReasonTooLarge, "%s", TooLargeDetail(limit, "bundle")))
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusRequestEntityTooLarge, res)
+		return
+	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, "reading the bundle: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	res := a.M.Handle(r.Context(), body, "push")
@@ -113,7 +123,18 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, res)
 }
 
+// readBody reads a request's whole body, at a.Pace and at most max
+// bytes (an error TooLarge recognises above).
+func (a *API) readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	body, err := a.Pace.Body(w, r, max)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(body)
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	Answer(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)

@@ -2,7 +2,6 @@ package manage
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"time"
 
@@ -85,9 +84,16 @@ func (m *Manager) certTrust(running *config.Config) Trust {
 
 // pushCert serves POST /v1/cert.
 func (a *API) pushCert(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxCertSize+1))
+	body, err := a.readBody(w, r, MaxCertSize)
+	if limit, ok := TooLarge(err); ok {
+		detail := TooLargeDetail(limit, "certificate envelope")
+		a.M.log.Warn("the NOC's certificate rejected", "event", "manage-cert-rejected", "reason", ReasonTooLarge, "detail", detail)
+		w.Header().Set("Connection", "close")
+		writeJSON(w, http.StatusRequestEntityTooLarge, CertResult{Outcome: "rejected", Reason: string(ReasonTooLarge), Detail: detail})
+		return
+	}
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		http.Error(w, "reading the certificate envelope: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	p, signer, err := OpenCert(body, a.M.certTrust(a.M.Config()))

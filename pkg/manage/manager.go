@@ -249,13 +249,7 @@ func (m *Manager) Handle(ctx context.Context, data []byte, source string) Result
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	res := Result{At: m.now(), Source: source}
-	fail := func(rj *Rejection) Result {
-		res.Outcome, res.Reason, res.Detail = OutcomeRejected, string(rj.Reason), rj.Detail
-		m.record(res)
-		m.log.Error("bundle rejected", "event", EvBundleRejected, "source", source, "reason", string(rj.Reason),
-			"detail", rj.Detail, "version", res.Version)
-		return res
-	}
+	fail := func(rj *Rejection) Result { return m.rejected(res, rj) }
 	if m.running == nil {
 		return fail(reject(ReasonBusy, "the box has no running configuration yet"))
 	}
@@ -453,6 +447,24 @@ func (m *Manager) finish(gen int, r Result) {
 		ch <- r
 		delete(m.done, gen)
 	}
+}
+
+// Reject records a bundle refused before it could be read whole (too
+// large): logged, counted and kept like every refusal; nothing else
+// changes.
+func (m *Manager) Reject(source string, rj *Rejection) Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rejected(Result{At: m.now(), Source: source}, rj)
+}
+
+// rejected records res refused for rj. m.mu is held.
+func (m *Manager) rejected(res Result, rj *Rejection) Result {
+	res.Outcome, res.Reason, res.Detail = OutcomeRejected, string(rj.Reason), rj.Detail
+	m.record(res)
+	m.log.Error("bundle rejected", "event", EvBundleRejected, "source", res.Source, "reason", string(rj.Reason),
+		"detail", rj.Detail, "version", res.Version)
+	return res
 }
 
 // record keeps a result on /perm and counts it.

@@ -2,9 +2,10 @@ package update
 
 import (
 	"encoding/json"
-	"io"
+	"fmt"
 	"net/http"
-	"time"
+
+	"passerelle/pkg/manage"
 )
 
 // API serves the updates on the management API (the same listener and
@@ -25,14 +26,12 @@ type API struct {
 	// Slots says which slot runs and what became of the last trial (the
 	// A/B slots package); nil: no slots to tell about.
 	Slots func() *SlotState
-	// Stall ends an update whose pusher sends nothing for this long
-	// (truncated), so a connection that hangs cannot keep the slot busy
-	// for ever; default DefaultStall.
-	Stall time.Duration
+	// Pace ends an update whose pusher sends nothing for Pace.Stall, or
+	// sends slower than Pace.MinRate (truncated), so a connection that
+	// hangs or crawls cannot keep the slot busy for ever; zero fields
+	// are the defaults (manage.DefaultStall...).
+	Pace manage.Pace
 }
-
-// DefaultStall is how long a pusher may send nothing.
-const DefaultStall = 2 * time.Minute
 
 // Status is GET /v1/update.
 type Status struct {
@@ -89,13 +88,18 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		res = a.U.Reject("push", t, ReasonBusy, err.Error())
 	} else {
-		stall := a.Stall
-		if stall <= 0 {
-			stall = DefaultStall
+		if max, slot, ok := a.U.MaxBundleSize(); ok && r.ContentLength > max {
+			// Refused before a byte is read or written. A body of
+			// unknown length needs no cap here: the manifest, read
+			// first, bounds the image by the slot, and Install reads
+			// no more than the image and one byte.
+			res = a.U.Reject("push", t, ReasonTooLarge, fmt.Sprintf("the request's body is %d bytes, more than the %d an update bundle may have (slot %s holds %d)",
+				r.ContentLength, max, slot, max-maxHeaderSize))
+			w.Header().Set("Connection", "close")
+			writeJSON(w, http.StatusRequestEntityTooLarge, res)
+			return
 		}
-		rc := http.NewResponseController(w)
-		body := &stallReader{r: r.Body, arm: func() { _ = rc.SetReadDeadline(time.Now().Add(stall)) }}
-		res = a.U.Handle(r.Context(), body, t, "push", r.URL.Query().Get("reboot") != "")
+		res = a.U.Handle(r.Context(), a.Pace.Reader(w, r.Body), t, "push", r.URL.Query().Get("reboot") != "")
 	}
 	code := http.StatusOK
 	switch {
@@ -114,19 +118,8 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, res)
 }
 
-// stallReader sets the connection's read deadline before each read: a
-// pusher that stops sending ends the read with a timeout.
-type stallReader struct {
-	r   io.Reader
-	arm func()
-}
-
-func (s *stallReader) Read(p []byte) (int, error) {
-	s.arm()
-	return s.r.Read(p)
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	manage.Answer(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)

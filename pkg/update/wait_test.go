@@ -146,7 +146,7 @@ func TestUpdateStalledPusher(t *testing.T) {
 		t.Fatal(err)
 	}
 	trust := trustOf(key)
-	srv := httptest.NewServer(&API{U: u, Stall: 300 * time.Millisecond, Trust: func() (Trust, error) { return trust, nil }})
+	srv := httptest.NewServer(&API{U: u, Pace: manage.Pace{Stall: 300 * time.Millisecond}, Trust: func() (Trust, error) { return trust, nil }})
 	defer srv.Close()
 	img := image(2<<20, 22)
 	data := bundle(t, manifestFor(img), img, key)
