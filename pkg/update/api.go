@@ -2,7 +2,7 @@ package update
 
 import (
 	"encoding/json"
-	"fmt"
+	"io"
 	"net/http"
 
 	"passerelle/pkg/manage"
@@ -88,18 +88,11 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		res = a.U.Reject("push", t, ReasonBusy, err.Error())
 	} else {
-		if max, slot, ok := a.U.MaxBundleSize(); ok && r.ContentLength > max {
-			// Refused before a byte is read or written. A body of
-			// unknown length needs no cap here: the manifest, read
-			// first, bounds the image by the slot, and Install reads
-			// no more than the image and one byte.
-			res = a.U.Reject("push", t, ReasonTooLarge, fmt.Sprintf("the request's body is %d bytes, more than the %d an update bundle may have (slot %s holds %d)",
-				r.ContentLength, max, slot, max-maxHeaderSize))
-			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusRequestEntityTooLarge, res)
-			return
-		}
-		res = a.U.Handle(r.Context(), a.Pace.Reader(w, r.Body), t, "push", r.URL.Query().Get("reboot") != "")
+		// With its declared length, a body that is not exactly the
+		// bundle its manifest describes is refused before the slot is
+		// written.
+		body := declared{Reader: a.Pace.Reader(w, r.Body), size: r.ContentLength}
+		res = a.U.Handle(r.Context(), body, t, "push", r.URL.Query().Get("reboot") != "")
 	}
 	code := http.StatusOK
 	switch {
@@ -107,6 +100,8 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusInternalServerError
 	case res.Reason == string(ReasonBusy):
 		code = http.StatusConflict
+	case res.Reason == string(ReasonTooLarge):
+		code = http.StatusRequestEntityTooLarge
 	case res.Outcome == OutcomeRejected:
 		code = http.StatusUnprocessableEntity
 	}
@@ -116,6 +111,13 @@ func (a *API) post(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	writeJSON(w, code, res)
+}
+
+// declared is a request's body and its declared length (Content-Length;
+// -1: unknown), which Install checks against the manifest.
+type declared struct {
+	io.Reader
+	size int64
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

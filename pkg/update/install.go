@@ -65,11 +65,13 @@ type Installed struct {
 // TryOnce is not called).
 func Install(ctx context.Context, r io.Reader, t Trust, target Target) (*Installed, error) {
 	start := time.Now()
-	br := bufio.NewReaderSize(r, 64<<10)
+	cr := &countingReader{r: r}
+	br := bufio.NewReaderSize(cr, 64<<10)
 	m, signer, err := ReadManifest(br, t)
 	if err != nil {
 		return nil, err
 	}
+	header := cr.n - int64(br.Buffered())
 	if target == nil {
 		return nil, reject(ReasonNoSlot, "this box has no A/B slots to install into")
 	}
@@ -79,6 +81,14 @@ func Install(ctx context.Context, r io.Reader, t Trust, target Target) (*Install
 	}
 	if m.Image.Size > size {
 		return nil, reject(ReasonTooLarge, "the image is %d bytes; slot %s holds %d", m.Image.Size, slot, size)
+	}
+	if d, ok := r.(declared); ok && d.size >= 0 {
+		switch want := header + m.Image.Size; {
+		case d.size > want:
+			return nil, reject(ReasonTooLarge, "the request's body is %d bytes, more than the %d of the header and the image the manifest signs", d.size, want)
+		case d.size < want:
+			return nil, reject(ReasonMalformed, "the request's body is %d bytes, less than the %d of the header and the image the manifest signs", d.size, want)
+		}
 	}
 	// Never O_CREATE or O_TRUNC: the slot exists and keeps its size.
 	f, err := os.OpenFile(dev, os.O_RDWR, 0)
@@ -107,6 +117,18 @@ func Install(ctx context.Context, r io.Reader, t Trust, target Target) (*Install
 		return nil, failed(ReasonTryFailed, "slot %s: %v", slot, err)
 	}
 	return &Installed{Manifest: m, KeyID: signer, Slot: slot, Device: dev, Took: time.Since(start)}, nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // slotWriter writes one image into one slot.

@@ -112,24 +112,6 @@ func New(d box.Deps, o Options) (*Updater, error) {
 	return &Updater{log: d.Log, health: d.Health, now: d.Now, o: o, met: met}, nil
 }
 
-// maxHeaderSize is the longest header of an update bundle: the first
-// line and the signed manifest.
-const maxHeaderSize = int64(maxFirstLine + MaxManifestSize)
-
-// MaxBundleSize is the largest update bundle this box can take now: the
-// longest header and the inactive slot's size; ok is false when there
-// is no inactive slot (Handle refuses every update then).
-func (u *Updater) MaxBundleSize() (max int64, slot string, ok bool) {
-	if u.o.Target == nil {
-		return 0, "", false
-	}
-	slot, _, size, err := u.o.Target.Inactive()
-	if err != nil {
-		return 0, "", false
-	}
-	return maxHeaderSize + size, slot, true
-}
-
 // CanReboot says whether Handle can restart the box after an install.
 func (u *Updater) CanReboot() bool { return u.o.Reboot != nil }
 

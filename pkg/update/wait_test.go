@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -131,53 +132,75 @@ func TestUpdatePushWaitsForTheVerdict(t *testing.T) {
 	}
 }
 
-// TestUpdateStalledPusher: a pusher that stops sending mid-image ends the
-// install (truncated) after the stall time, and the next update is not
+// TestUpdateSlowPusherIsCut: a pusher that stops sending mid-image, or
+// sends it slower than the minimum rate, ends the install (truncated,
+// by a timeout); the slot is not tried, and the next update is not
 // refused as busy.
-func TestUpdateStalledPusher(t *testing.T) {
-	key := newKey(t, "noc-1")
-	dir := t.TempDir()
-	s, err := CreateFileSlots(filepath.Join(dir, "slots"), 4<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := New(box.Deps{Metrics: prometheus.NewRegistry(), Health: health.New(time.Now)}, Options{Dir: filepath.Join(dir, "results"), Target: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	trust := trustOf(key)
-	srv := httptest.NewServer(&API{U: u, Pace: manage.Pace{Stall: 300 * time.Millisecond}, Trust: func() (Trust, error) { return trust, nil }})
-	defer srv.Close()
-	img := image(2<<20, 22)
-	data := bundle(t, manifestFor(img), img, key)
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/update", pr)
-	req.ContentLength = int64(len(data))
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, _ := http.DefaultClient.Do(req)
-		done <- resp
-	}()
-	pw.Write(data[:len(data)/2]) // then nothing
-	waitFor := time.Now().Add(30 * time.Second)
-	for {
-		if last, ok := u.Last(); ok {
-			if last.Outcome != OutcomeFailed || last.Reason != string(ReasonTruncated) || !strings.Contains(last.Detail, "timeout") {
-				t.Fatalf("stalled update: %+v", last)
+func TestUpdateSlowPusherIsCut(t *testing.T) {
+	tests := []struct {
+		name string
+		pace manage.Pace
+		send func(w io.Writer, data []byte) // the second half of the bundle
+	}{
+		{"stalls", manage.Pace{Stall: 300 * time.Millisecond}, func(io.Writer, []byte) {}},
+		{"crawls", manage.Pace{Grace: 300 * time.Millisecond, MinRate: 1 << 20, Stall: time.Minute}, func(w io.Writer, data []byte) {
+			for i := 0; i < len(data); i += 256 { // 25 KiB/s
+				if _, err := w.Write(data[i:min(i+256, len(data))]); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
-			break
-		}
-		if time.Now().After(waitFor) {
-			t.Fatal("a stalled update is still being installed")
-		}
-		time.Sleep(50 * time.Millisecond)
+		}},
 	}
-	if st, _ := s.State(); st.Try != "" {
-		t.Errorf("slot %s to be tried after a stalled stream", st.Try)
-	}
-	res := u.Handle(context.Background(), bytes.NewReader(data), trust, "push", false)
-	if res.Outcome != OutcomeInstalled {
-		t.Errorf("the next update: %+v", res)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := newKey(t, "noc-1")
+			dir := t.TempDir()
+			s, err := CreateFileSlots(filepath.Join(dir, "slots"), 4<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := New(box.Deps{Metrics: prometheus.NewRegistry(), Health: health.New(time.Now)}, Options{Dir: filepath.Join(dir, "results"), Target: s})
+			if err != nil {
+				t.Fatal(err)
+			}
+			trust := trustOf(key)
+			srv := httptest.NewServer(&API{U: u, Pace: tt.pace, Trust: func() (Trust, error) { return trust, nil }})
+			defer srv.Close()
+			img := image(2<<20, 22)
+			data := bundle(t, manifestFor(img), img, key)
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/update", pr)
+			req.ContentLength = int64(len(data))
+			go func() {
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			pw.Write(data[:len(data)/2])
+			go tt.send(pw, data[len(data)/2:])
+			waitFor := time.Now().Add(30 * time.Second)
+			for {
+				if last, ok := u.Last(); ok {
+					if last.Outcome != OutcomeFailed || last.Reason != string(ReasonTruncated) || !strings.Contains(last.Detail, "timeout") {
+						t.Fatalf("slow update: %+v", last)
+					}
+					break
+				}
+				if time.Now().After(waitFor) {
+					t.Fatal("a slow update is still being installed after 30 s")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			pw.CloseWithError(errors.New("test over"))
+			if st, _ := s.State(); st.Try != "" {
+				t.Errorf("slot %s to be tried after a slow stream", st.Try)
+			}
+			res := u.Handle(context.Background(), bytes.NewReader(data), trust, "push", false)
+			if res.Outcome != OutcomeInstalled {
+				t.Errorf("the next update: %+v", res)
+			}
+		})
 	}
 }

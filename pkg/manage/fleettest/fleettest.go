@@ -18,8 +18,6 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"log"
 	"math/big"
 	"math/rand/v2"
 	"net"
@@ -225,10 +223,11 @@ func (f *Fleet) startBox(i int, failing bool, o Options) (*Box, error) {
 		return nil, err
 	}
 	b.Cert = h
-	b.srv = &http.Server{Handler: &manage.API{M: m, Cert: certInstaller{h}}, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are the tests' point
+	// The box's limits; no log: refused handshakes are the tests' point.
+	lim := manage.DefaultLimits()
+	b.srv = lim.Server(&manage.API{M: m, Cert: certInstaller{h}}, nil)
 	b.URL, b.Fingerprint = "https://"+ln.Addr().String(), boxcert.Fingerprint(h.Current())
-	go b.srv.Serve(tls.NewListener(ln, &tls.Config{GetCertificate: h.GetCertificate, MinVersion: tls.VersionTLS12}))
+	go b.srv.Serve(tls.NewListener(lim.Listen(ln), &tls.Config{GetCertificate: h.GetCertificate, MinVersion: tls.VersionTLS12}))
 	return b, nil
 }
 
