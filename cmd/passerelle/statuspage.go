@@ -223,6 +223,7 @@ func (s *statusSource) Tunnel() (status.Tunnel, bool) {
 		enabled = c.Tunnel.Enabled
 	}
 	return status.Tunnel{Enabled: enabled, Up: st.Up, Reason: st.Reason, Since: st.Since, RTT: st.RTT, Via: st.Via,
+		Enrolment: string(st.Enrolment), KeyFile: st.KeyFile,
 		Backend: st.Backend, Addrs: st.Addrs, Peers: st.Peers, PeersOnline: st.PeersOnline, Academy: st.Academy, AcademyIP: st.AcademyIP,
 		Routes: st.Routes, Path: string(st.Path), Endpoint: st.Endpoint, Relay: st.Relay, LastHandshake: st.LastHandshake,
 		RxBytes: st.RxBytes, TxBytes: st.TxBytes}, true

@@ -205,3 +205,36 @@ func TestTunnelPage(t *testing.T) {
 		}
 	}
 }
+
+// enrolSource is a box whose tunnel is not up, for an enrolment reason.
+type enrolSource struct {
+	fakeSource
+	enrolment string
+}
+
+func (s *enrolSource) Tunnel() (Tunnel, bool) {
+	return Tunnel{Enabled: true, Enrolment: s.enrolment, KeyFile: "/perm/tunnel/authkey", Reason: "not enrolled yet: logging in",
+		Backend: "NoState"}, true
+}
+
+// TestTunnelLineSaysWhatTheKeyLacks: a box that cannot enrol says which
+// file lacks its key and that the academy's support has it, not "check
+// internet"; one that is logging in is simply down.
+func TestTunnelLineSaysWhatTheKeyLacks(t *testing.T) {
+	cfg := newHarness(t, bcryptOnce()).srv.o.Source.Config()
+	cfg.Tunnel.Enabled = true
+	for _, tc := range []struct {
+		enrolment, lang, text, advice string
+	}{
+		{"no-key", "fr", "aucune clé d'inscription dans /perm/tunnel/authkey", "clé pré-autorisée de cette box"},
+		{"no-key", "en", "Not enrolled at the academy: no auth key in /perm/tunnel/authkey.", "pre-authorised key"},
+		{"key-invalid", "en", "/perm/tunnel/authkey does not hold a usable auth key", "alone on one line"},
+		{"key-refused", "en", "it refused the auth key in /perm/tunnel/authkey", "ask the academy's support for a new one"},
+		{"enrolling", "en", "Down: not enrolled yet: logging in", "check internet"},
+	} {
+		l := tunnelLine(tr(tc.lang), &enrolSource{fakeSource{cfg: cfg}, tc.enrolment}, cfg)
+		if l.Level != Bad || !strings.Contains(l.Text, tc.text) || !strings.Contains(l.Advice, tc.advice) {
+			t.Errorf("%s (%s): %s %q / %q, want %q / %q", tc.enrolment, tc.lang, l.Level, l.Text, l.Advice, tc.text, tc.advice)
+		}
+	}
+}

@@ -187,6 +187,14 @@ func tunnelLine(t lang, src Source, cfg *config.Config) Line {
 		l.Level, l.Text = OK, t.f("tunnel-up", tu.Via, ms(tu.RTT))
 		return l
 	}
+	switch tu.Enrolment {
+	case "no-key", "key-invalid":
+		l.Level, l.Text, l.Advice = Bad, t.f("tunnel-"+tu.Enrolment, tu.KeyFile), t.s("tunnel-key-advice")
+		return l
+	case "key-refused":
+		l.Level, l.Text, l.Advice = Bad, t.f("tunnel-key-refused", tu.KeyFile), t.s("tunnel-key-refused-advice")
+		return l
+	}
 	l.Level, l.Text, l.Advice = Bad, t.f("tunnel-down", tu.Reason), t.s("tunnel-down-advice")
 	return l
 }

@@ -101,6 +101,12 @@ type Tunnel struct {
 	Since   time.Time     `json:"since"`
 	RTT     time.Duration `json:"rtt"`
 	Via     string        `json:"via,omitempty"`
+	// Enrolment: no-key, key-invalid, key-refused (the box cannot join
+	// the academy's tailnet until a technician or the NOC acts),
+	// enrolling, enrolled; "" before tailscaled answered. KeyFile is the
+	// auth key file.
+	Enrolment string `json:"enrolment,omitempty"`
+	KeyFile   string `json:"key_file,omitempty"`
 	// The detail page's: what tailscaled says.
 	Backend       string         `json:"backend,omitempty"` // Running, NeedsLogin, Starting...
 	Addrs         []netip.Addr   `json:"addrs,omitempty"`   // the box's tailnet addresses

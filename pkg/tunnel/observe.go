@@ -20,6 +20,8 @@ import (
 const (
 	warnDown        = "tunnel-down"
 	warnUnavailable = "tunnel-unavailable"
+	warnNotEnrolled = "tunnel-not-enrolled" // no auth key and no node in the state
+	warnKeyInvalid  = "tunnel-key-invalid"  // the key file holds no usable key, or control refused it
 )
 
 // downGrace is how long a tunnel that was never up may take to come up
@@ -40,6 +42,7 @@ const (
 // school and the NOC need.
 type Snapshot struct {
 	Backend       string       // tailscaled's backend state: Running, NeedsLogin, Starting...
+	HaveNodeKey   bool         // the state holds a node: the box is enrolled
 	Addrs         []netip.Addr // the box's own tailnet addresses
 	Peers         int          // nodes in the tailnet map
 	PeersOnline   int
@@ -58,7 +61,7 @@ type Snapshot struct {
 // whose primary routes overlap the academy prefixes (any peer with primary
 // routes when none are configured).
 func Summarise(st *ipnstate.Status, academy []netip.Prefix) Snapshot {
-	s := Snapshot{Backend: st.BackendState, Addrs: slices.Clone(st.TailscaleIPs)}
+	s := Snapshot{Backend: st.BackendState, HaveNodeKey: st.HaveNodeKey, Addrs: slices.Clone(st.TailscaleIPs)}
 	var best *ipnstate.PeerStatus
 	var bestRoutes []netip.Prefix
 	for _, p := range st.Peer {
@@ -112,6 +115,10 @@ type Status struct {
 	Via      string        // the uplink tailscaled's traffic takes
 	LastUpAt time.Time     // when it was last seen up
 	LastVia  string        // the uplink it was last seen up through
+	// Enrolment: whether the box is a node of the tailnet, or why it
+	// cannot become one (Enrolment.Problem); KeyFile is the auth key file.
+	Enrolment Enrolment
+	KeyFile   string
 }
 
 // observer is Run's memory between polls; guarded by Tunnel.mu.
@@ -122,6 +129,10 @@ type observer struct {
 	bypass    int // table of the bypass rule
 	lastPing  time.Time
 	pingFails int
+	enrolled  bool       // tailscaled's last answer: the state holds a node
+	login     loginState // from the IPN bus
+	enrol     Enrolment  // last logged
+	lastKey   time.Time  // last check of the auth key file
 }
 
 // Status returns the tunnel's last observed state.
@@ -143,9 +154,14 @@ func (t *Tunnel) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { t.follow(ctx) })
+	wg.Go(func() { t.watchLogin(ctx) })
 	tick := time.NewTicker(t.opts.Poll)
 	defer tick.Stop()
 	for {
+		if now := t.now(); now.Sub(t.obs.lastKey) >= t.opts.KeyEvery {
+			t.obs.lastKey = now // only Run's loop reads and writes it
+			t.recheckKey(ctx)
+		}
 		t.poll(ctx)
 		select {
 		case <-ctx.Done():
@@ -170,15 +186,23 @@ func (t *Tunnel) poll(ctx context.Context) {
 	now := t.now()
 	var snap Snapshot
 	up, reason := false, ""
+	enrol := EnrolUnknown
 	if err != nil {
 		reason = "tailscaled not answering"
 	} else {
 		snap = Summarise(st, p.AcademyPrefixes)
+		t.mu.Lock()
+		t.obs.enrolled = snap.HaveNodeKey || snap.Backend == "Running"
+		var why string
+		enrol, why = enrolment(snap, t.key, t.obs.login)
+		t.mu.Unlock()
 		switch {
+		case enrol != EnrolEnrolled:
+			reason = why
 		case snap.Backend != "Running":
 			reason = "tailscaled " + strings.ToLower(snap.Backend)
 			if snap.Backend == "NeedsLogin" {
-				reason = "the academy's control server refuses the box's key"
+				reason = "the academy's control server asks the box to log in again (its node expired or was deleted there)"
 			}
 		case !snap.AcademyIP.IsValid():
 			reason = "no route to the academy in the tailnet"
@@ -192,6 +216,13 @@ func (t *Tunnel) poll(ctx context.Context) {
 	prev := o.st
 	o.st.Snapshot = snap
 	o.st.Via = t.via(p, o.bypass)
+	o.st.KeyFile = p.AuthKeyFile
+	if enrol != EnrolUnknown {
+		// tailscaled not answering (restarting with a new key) leaves the
+		// enrolment as it was: no warning cleared and raised again.
+		o.st.Enrolment = enrol
+	}
+	t.enrolChanged(enrol, reason, p.AuthKeyFile)
 	if up {
 		o.st.LastUpAt, o.st.LastVia = now, o.st.Via
 	}
@@ -275,10 +306,10 @@ func (t *Tunnel) stateChanged(prev Status, now time.Time) {
 		"reason", st.Reason, "backend", st.Backend, "via", st.Via)
 }
 
-// warn keeps the tunnel-down warning; t.mu held.
+// warn keeps the tunnel's warnings; t.mu held.
 func (t *Tunnel) warn(now time.Time) {
 	st := t.obs.st
-	if st.Up {
+	if t.warnEnrolment() || st.Up {
 		t.health.Clear(warnDown)
 		return
 	}

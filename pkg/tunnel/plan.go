@@ -67,25 +67,38 @@ func Compile(cfg *config.Config) (*Plan, error) {
 }
 
 // ConfigFile renders tailscaled's declarative configuration
-// (tailscaled --config=FILE).
-func (p *Plan) ConfigFile() ([]byte, error) {
+// (tailscaled --config=FILE) for the auth key file as key found it.
+//
+// The key is named ("file:PATH") only when the file holds a usable key:
+// tailscaled reads a named key file at every start until it runs, and
+// exits when the file is missing, so a box whose key was removed after
+// enrolment (keys are one-shot) or never installed would crash-loop.
+// Without a key it starts all the same, logs in from its state if the box
+// is enrolled, and otherwise waits for one (the observer says so).
+func (p *Plan) ConfigFile(key KeyCheck) ([]byte, error) {
 	if !p.Enabled {
 		return nil, fmt.Errorf("tunnel disabled: no tailscaled config")
 	}
+	if key.File != p.AuthKeyFile {
+		return nil, fmt.Errorf("tunnel: auth key checked at %s, the plan's is %s", key.File, p.AuthKeyFile)
+	}
 	c := p.conf()
+	if key.Usable() {
+		k := "file:" + p.AuthKeyFile
+		c.AuthKey = &k
+	}
 	return json.MarshalIndent(c, "", "  ")
 }
 
+// conf is tailscaled's configuration without the auth key.
 func (p *Plan) conf() *ipn.ConfigVAlpha {
 	off := "off"
-	key := "file:" + p.AuthKeyFile
 	return &ipn.ConfigVAlpha{
 		Version: "alpha0",
 		// Not locked: a changed plan is handed to the running tailscaled
 		// with EditPrefs, which a locked config refuses.
 		Locked:          opt.NewBool(false),
 		ServerURL:       &p.ControlURL,
-		AuthKey:         &key,
 		Enabled:         opt.NewBool(true),
 		Hostname:        &p.Hostname,
 		AcceptDNS:       opt.NewBool(false),

@@ -53,6 +53,10 @@ type Options struct {
 	// PingEvery the interval of the round-trip measurement (default 5 s).
 	Poll      time.Duration
 	PingEvery time.Duration
+	// KeyEvery is how often the auth key file is checked again (default
+	// 5 s), so a key a technician drops in enrols the box without a
+	// reboot or a new configuration.
+	KeyEvery time.Duration
 }
 
 // Tunnel is the tunnel component, a box.Service: Apply renders tailscaled's
@@ -67,7 +71,10 @@ type Tunnel struct {
 	mu      sync.Mutex
 	plan    *Plan // applied; nil before the first Apply
 	running bool  // tailscaled handed to the supervisor
-	obs     observer
+	// key is the auth key file as tailscaled's config was last written
+	// for (with the key, or without it when it is not usable).
+	key KeyCheck
+	obs observer
 }
 
 // New returns the tunnel component.
@@ -81,6 +88,9 @@ func New(d box.Deps, o Options) *Tunnel {
 	}
 	if o.PingEvery <= 0 {
 		o.PingEvery = 5 * time.Second
+	}
+	if o.KeyEvery <= 0 {
+		o.KeyEvery = 5 * time.Second
 	}
 	t := &Tunnel{log: d.Log, now: d.Now, health: d.Health, opts: o}
 	t.m = newMetrics(d.Metrics)
@@ -124,25 +134,28 @@ func (t *Tunnel) Apply(ctx context.Context, bp box.Plan) error {
 			return err
 		}
 		t.plan = p
-		t.health.Clear(warnDown)
-		t.health.Clear(warnUnavailable)
+		t.key = KeyCheck{}
+		t.obs.enrol = ""
+		for _, w := range []string{warnDown, warnUnavailable, warnNotEnrolled, warnKeyInvalid} {
+			t.health.Clear(w)
+		}
 		return nil
 	}
 	if t.opts.Supervisor == nil {
 		return errors.New("tunnel: no supervisor to run tailscaled")
-	}
-	conf, err := p.ConfigFile()
-	if err != nil {
-		return err
 	}
 	for _, dir := range []string{t.opts.RunDir, filepath.Join(t.opts.RunDir, "logs"), p.StateDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("tunnel: %w", err)
 		}
 	}
-	if err := atomicfile.Replace(t.configPath(), conf, 0o600); err != nil {
-		return fmt.Errorf("tunnel: write tailscaled config: %w", err)
+	key := CheckAuthKey(p.AuthKeyFile)
+	if err := t.writeConfig(p, key); err != nil {
+		return err
 	}
+	prevKey := t.key
+	t.key = key
+	t.keyChanged(prevKey, key, old == nil || old.AuthKeyFile != p.AuthKeyFile)
 	if err := setBypass(t.bypassTable(p)); err != nil {
 		return err
 	}
@@ -163,30 +176,118 @@ func (t *Tunnel) Apply(ctx context.Context, bp box.Plan) error {
 			return fmt.Errorf("supervise tailscaled: %w", err)
 		}
 		t.running = true
+		t.obs.login = loginState{}
 		t.log.Info("tunnel starting", "event", "tunnel-state", "state", "starting", "control", p.ControlURL)
 	case p.NeedsRestart(old):
-		t.log.Info("tunnel settings changed: restarting tailscaled", "event", "tunnel-restart", "control", p.ControlURL)
-		if err := t.opts.Supervisor.Remove(ctx, ServiceName); err != nil {
-			return fmt.Errorf("stop tailscaled: %w", err)
+		if err := t.restart(ctx, bin, p, "settings"); err != nil {
+			return err
 		}
-		if err := t.opts.Supervisor.Add(t.spec(bin, p)); err != nil {
-			t.running = false
-			return fmt.Errorf("supervise tailscaled: %w", err)
+	case t.keyNeedsRestart(prevKey, key):
+		if err := t.restart(ctx, bin, p, "auth-key"); err != nil {
+			return err
 		}
 	default:
 		if err := t.editPrefs(ctx, p); err != nil {
 			t.log.Warn("tunnel preferences not edited in place: restarting tailscaled", "err", err)
-			if err := t.opts.Supervisor.Remove(ctx, ServiceName); err != nil {
-				return fmt.Errorf("stop tailscaled: %w", err)
-			}
-			if err := t.opts.Supervisor.Add(t.spec(bin, p)); err != nil {
-				t.running = false
-				return fmt.Errorf("supervise tailscaled: %w", err)
+			if err := t.restart(ctx, bin, p, "prefs"); err != nil {
+				return err
 			}
 		}
 	}
 	t.plan = p
 	return nil
+}
+
+// writeConfig writes tailscaled's config for plan p and the key file as
+// key found it.
+func (t *Tunnel) writeConfig(p *Plan, key KeyCheck) error {
+	conf, err := p.ConfigFile(key)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Replace(t.configPath(), conf, 0o600); err != nil {
+		return fmt.Errorf("tunnel: write tailscaled config: %w", err)
+	}
+	return nil
+}
+
+// restart replaces the running tailscaled with one reading the current
+// config file; t.mu held. why is the event's: settings (control server,
+// key file or state directory), auth-key (a usable key appeared while the
+// box is not enrolled), prefs (EditPrefs failed).
+func (t *Tunnel) restart(ctx context.Context, bin string, p *Plan, why string) error {
+	msg := "tunnel settings changed: restarting tailscaled"
+	if why == "auth-key" {
+		msg = "auth key found in " + p.AuthKeyFile + ": restarting tailscaled to enrol the box"
+	}
+	t.log.Info(msg, "event", "tunnel-restart", "why", why, "control", p.ControlURL)
+	if err := t.opts.Supervisor.Remove(ctx, ServiceName); err != nil {
+		return fmt.Errorf("stop tailscaled: %w", err)
+	}
+	t.obs.login = loginState{}
+	if err := t.opts.Supervisor.Add(t.spec(bin, p)); err != nil {
+		t.running = false
+		return fmt.Errorf("supervise tailscaled: %w", err)
+	}
+	return nil
+}
+
+// keyNeedsRestart reports whether tailscaled must restart to use the key
+// file now: it holds a usable key that tailscaled was not started with,
+// and the box is not enrolled (tailscaled reads the key only when it
+// starts; an enrolled box logs in from its state and needs no key, so a
+// key put back for later is not worth a tunnel outage). t.mu held.
+func (t *Tunnel) keyNeedsRestart(prev, cur KeyCheck) bool {
+	return cur.Usable() && prev.changed(cur) && !t.obs.enrolled
+}
+
+// keyChanged logs a change of the auth key file (event=tunnel-key), or its
+// state when first checked (first); t.mu held. The key itself is never
+// logged.
+func (t *Tunnel) keyChanged(prev, cur KeyCheck, first bool) {
+	if !first && !prev.changed(cur) {
+		return
+	}
+	switch cur.State {
+	case KeyPresent:
+		t.log.Info("tunnel auth key present in "+cur.File, "event", "tunnel-key", "file", cur.File, "state", string(cur.State))
+	default:
+		msg := "tunnel auth key not usable: " + cur.Reason() + "; tailscaled runs without it (an enrolled box needs none)"
+		t.log.Warn(msg, "event", "tunnel-key", "file", cur.File, "state", string(cur.State), "reason", cur.Reason())
+	}
+}
+
+// recheckKey reads the auth key file again; when it changed, rewrites
+// tailscaled's config and, if the box waits for a key, restarts tailscaled
+// with it.
+func (t *Tunnel) recheckKey(ctx context.Context) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.plan
+	if p == nil || !p.Enabled || !t.running {
+		return
+	}
+	key := CheckAuthKey(p.AuthKeyFile)
+	if !t.key.changed(key) {
+		return
+	}
+	if err := t.writeConfig(p, key); err != nil {
+		t.log.Error("tailscaled's config not rewritten for the auth key file's change", "err", err)
+		return
+	}
+	prev := t.key
+	t.key = key
+	t.keyChanged(prev, key, false)
+	if !t.keyNeedsRestart(prev, key) {
+		return
+	}
+	bin, err := t.binary()
+	if err == nil {
+		err = t.restart(ctx, bin, p, "auth-key")
+	}
+	if err != nil {
+		t.log.Error("tailscaled not restarted with the new auth key", "err", err)
+	}
 }
 
 // editPrefs hands the running tailscaled the plan's preferences.

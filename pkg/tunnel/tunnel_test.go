@@ -46,7 +46,7 @@ func compileText(t *testing.T, text string) *Plan {
 
 func TestConfigFileIsWhatASubnetRouterNeeds(t *testing.T) {
 	p := compileText(t, testConfig)
-	data, err := p.ConfigFile()
+	data, err := p.ConfigFile(KeyCheck{File: "/perm/tunnel/authkey", State: KeyPresent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestDisabledPlan(t *testing.T) {
 	if p.Enabled || p.String() != "tunnel: disabled\n" {
 		t.Errorf("%+v", p)
 	}
-	if _, err := p.ConfigFile(); err == nil {
+	if _, err := p.ConfigFile(KeyCheck{}); err == nil {
 		t.Error("a disabled tunnel has no tailscaled config")
 	}
 }
