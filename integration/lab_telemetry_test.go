@@ -169,6 +169,13 @@ func telemetryLycee(t *testing.T) []byte {
 }
 
 func TestTelemetryLabPushBudgetsPrivacyOutage(t *testing.T) {
+	needRoot(t)
+	// The lycée's tunnel is on, with no auth key installed and a control
+	// server the lab does not have: tailscaled runs and waits, as on a box
+	// whose key is not installed yet.
+	if _, err := tailscaledBin(); err != nil {
+		t.Fatal(err)
+	}
 	fw := labFor(t, telemetryLycee(t), func(spec *lab.Spec) {
 		for i, z := range spec.Zones {
 			if z.Subnet.Bits() > 24 {
@@ -315,6 +322,16 @@ func TestTelemetryLabPushBudgetsPrivacyOutage(t *testing.T) {
 		if gap := inside[i].Sub(inside[i-1]); gap > 3*telemetryInterval {
 			t.Errorf("gap of %s in the outage at %s", gap.Round(time.Second), inside[i-1].Format(time.TimeOnly))
 		}
+	}
+
+	// 6. tailscaled without its auth key never crash-looped: it waited
+	// for the key (the tunnel's enrolment event says so), across both
+	// daemons.
+	if rs := fw.log.find(0, "tunnel-enrolment", map[string]string{"state": "no-key"}); len(rs) == 0 {
+		t.Error("no tunnel-enrolment no-key event: tailscaled did not run and wait for its key")
+	}
+	if rs := fw.log.find(0, "service-restart", map[string]string{"service": "tailscaled"}); len(rs) != 0 {
+		t.Errorf("tailscaled exited %d times by itself (first: %s)", len(rs), rs[0].str("exit"))
 	}
 }
 

@@ -28,8 +28,11 @@ type firmware struct {
 	lab  *lab.Lab
 	cfg  *config.Config
 	path string // config file the daemon reads
-	// stateDir is the daemon's /perm, kept across restarts.
+	// stateDir is the daemon's /perm, kept across restarts, and extra the
+	// further arguments of passerelle run (a restart keeps both: a
+	// tunnel run directory, say, stays off the host's /run).
 	stateDir string
+	extra    []string
 }
 
 func startFirmware(t *testing.T, configFile string) *firmware {
@@ -108,18 +111,18 @@ func (fw *firmware) launch(t *testing.T, stateDir string, extra ...string) {
 		"--dhcp-lease-dir", filepath.Join(stateDir, "dhcp"), "--set-clock", "never"}, extra...)
 	cmd := exec.Command(bins(t).passerelle, args...)
 	fw.proc = startProc(t, cmd, log, func(c *exec.Cmd) error { return lab.StartCommand(ns, c) })
-	fw.stateDir = stateDir
+	fw.stateDir, fw.extra = stateDir, extra
 }
 
 // restart stops the daemon with sig and starts it again in the same lab,
-// on the same persistent state.
+// on the same persistent state, with the same arguments.
 func (fw *firmware) restart(t *testing.T, sig os.Signal) {
 	t.Helper()
 	fw.cmd.Process.Signal(sig)
 	if _, ok := fw.wait(10 * time.Second); !ok {
 		t.Fatalf("firmware did not stop on %v", sig)
 	}
-	fw.launch(t, fw.stateDir)
+	fw.launch(t, fw.stateDir, fw.extra...)
 }
 
 // waitDHCPServing waits until the DHCP server of every zone that has one
@@ -134,12 +137,17 @@ func (fw *firmware) waitDHCPServing(t *testing.T) {
 }
 
 // isolateState points the config's persistent paths that tests would
-// otherwise write on the host (/perm) at a temporary directory.
+// otherwise write on the host (/perm) at a temporary directory: the DNS
+// privacy log, and the tunnel's auth key file (tailscaled's state is
+// beside it).
 func isolateState(t *testing.T, data []byte) []byte {
 	t.Helper()
 	s := string(data)
 	if strings.Contains(s, "  privacy:\n") && !strings.Contains(s, "    directory:") {
 		s = strings.Replace(s, "  privacy:\n", "  privacy:\n    directory: "+filepath.Join(t.TempDir(), "dns")+"\n", 1)
+	}
+	if strings.Contains(s, "\ntunnel:\n") && !strings.Contains(s, "auth_key_file:") {
+		s = strings.Replace(s, "\ntunnel:\n", "\ntunnel:\n  auth_key_file: "+filepath.Join(t.TempDir(), "perm", "tunnel", "authkey")+"\n", 1)
 	}
 	return []byte(s)
 }

@@ -73,9 +73,18 @@ type tunnelLab struct {
 	*firmware
 	acad *academy.Academy
 	run  string // tailscaled's run directory
+	key  string // the auth key file (tunnel.auth_key_file)
 }
 
 func startTunnelLab(t *testing.T) *tunnelLab {
+	t.Helper()
+	return startTunnelLabKey(t, true)
+}
+
+// startTunnelLabKey starts the tunnel lab with the academy's key in the
+// auth key file, or (withKey false) with no key file: a box not enrolled
+// yet. extra are more arguments of passerelle run.
+func startTunnelLabKey(t *testing.T, withKey bool, extra ...string) *tunnelLab {
 	t.Helper()
 	needRoot(t)
 	ts, err := tailscaledBin()
@@ -98,15 +107,17 @@ func startTunnelLab(t *testing.T) *tunnelLab {
 	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, []byte(a.AuthKey()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	if withKey {
+		if err := os.WriteFile(keyFile, []byte(a.AuthKey()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// tailscaled (a child of the firmware) trusts the lab CA.
 	t.Setenv("SSL_CERT_FILE", a.CAFile())
 	run := filepath.Join(dir, "run")
-	fw.launch(t, filepath.Join(dir, "state"), "--tunnel-run-dir", run)
+	fw.launch(t, filepath.Join(dir, "state"), append([]string{"--tunnel-run-dir", run}, extra...)...)
 	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
-	return &tunnelLab{firmware: fw, acad: a, run: run}
+	return &tunnelLab{firmware: fw, acad: a, run: run, key: keyFile}
 }
 
 // fetch GETs the academy service from a zone's client.

@@ -118,16 +118,16 @@ func (t *Tunnel) warnEnrolment() bool {
 	switch st.Enrolment {
 	case EnrolNoKey:
 		code = warnNotEnrolled
-		msg = "The tunnel to the academy is not enrolled: " + t.key.Reason() +
-			". Ask the academy NOC for this box's pre-authorised key and install it there; the tunnel starts within seconds."
+		msg = "The tunnel to the academy is " + st.EnrolReason +
+			". Ask the academy NOC for this box's pre-authorised key and install it there: the tunnel starts within seconds, without a reboot."
 	case EnrolKeyInvalid:
 		code = warnKeyInvalid
-		msg = "The tunnel to the academy is not enrolled: the " + t.key.Reason() +
+		msg = "The tunnel to the academy is " + st.EnrolReason +
 			". Copy this box's pre-authorised key again, alone on one line (ask the academy NOC if you do not have it)."
 	case EnrolKeyRefused:
 		code = warnKeyInvalid
-		msg = "The tunnel to the academy is not enrolled: the academy's control server refused the auth key in " + st.KeyFile +
-			" (" + t.obs.login.err + "). The key may be used already, expired or meant for another box: ask the academy NOC for a new pre-authorised key."
+		msg = "The tunnel to the academy is " + st.EnrolReason +
+			". The key may be used already, expired or meant for another box: ask the academy NOC for a new pre-authorised key."
 	}
 	for _, c := range []string{warnNotEnrolled, warnKeyInvalid} {
 		if c != code {

@@ -116,9 +116,11 @@ type Status struct {
 	LastUpAt time.Time     // when it was last seen up
 	LastVia  string        // the uplink it was last seen up through
 	// Enrolment: whether the box is a node of the tailnet, or why it
-	// cannot become one (Enrolment.Problem); KeyFile is the auth key file.
-	Enrolment Enrolment
-	KeyFile   string
+	// cannot become one (Enrolment.Problem), in words in EnrolReason;
+	// KeyFile is the auth key file.
+	Enrolment   Enrolment
+	EnrolReason string
+	KeyFile     string
 }
 
 // observer is Run's memory between polls; guarded by Tunnel.mu.
@@ -129,7 +131,7 @@ type observer struct {
 	bypass    int // table of the bypass rule
 	lastPing  time.Time
 	pingFails int
-	enrolled  bool       // tailscaled's last answer: the state holds a node
+	inTailnet bool       // tailscaled's last answer: Running, a node of the tailnet
 	login     loginState // from the IPN bus
 	enrol     Enrolment  // last logged
 	lastKey   time.Time  // last check of the auth key file
@@ -186,19 +188,23 @@ func (t *Tunnel) poll(ctx context.Context) {
 	now := t.now()
 	var snap Snapshot
 	up, reason := false, ""
-	enrol := EnrolUnknown
+	enrol, why := EnrolUnknown, ""
 	if err != nil {
 		reason = "tailscaled not answering"
 	} else {
 		snap = Summarise(st, p.AcademyPrefixes)
 		t.mu.Lock()
-		t.obs.enrolled = snap.HaveNodeKey || snap.Backend == "Running"
-		var why string
-		enrol, why = enrolment(snap, t.key, t.obs.login)
+		t.obs.inTailnet = snap.Backend == "Running"
+		login := t.obs.login
+		enrol, why = enrolment(snap, t.key, login)
 		t.mu.Unlock()
 		switch {
 		case enrol != EnrolEnrolled:
 			reason = why
+		case snap.Backend != "Running" && login.refused:
+			reason = "the academy's control server refuses the box's login (" + login.err + "): its node may have expired or been deleted there"
+		case snap.Backend != "Running" && login.err != "":
+			reason = "the academy's control server cannot be reached (" + login.err + ")"
 		case snap.Backend != "Running":
 			reason = "tailscaled " + strings.ToLower(snap.Backend)
 			if snap.Backend == "NeedsLogin" {
@@ -220,7 +226,7 @@ func (t *Tunnel) poll(ctx context.Context) {
 	if enrol != EnrolUnknown {
 		// tailscaled not answering (restarting with a new key) leaves the
 		// enrolment as it was: no warning cleared and raised again.
-		o.st.Enrolment = enrol
+		o.st.Enrolment, o.st.EnrolReason = enrol, why
 	}
 	t.enrolChanged(enrol, reason, p.AuthKeyFile)
 	if up {

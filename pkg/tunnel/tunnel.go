@@ -224,7 +224,10 @@ func (t *Tunnel) restart(ctx context.Context, bin string, p *Plan, why string) e
 	if err := t.opts.Supervisor.Remove(ctx, ServiceName); err != nil {
 		return fmt.Errorf("stop tailscaled: %w", err)
 	}
+	// What the previous tailscaled said of its login is void: no warning
+	// about a key until the new one has tried it.
 	t.obs.login = loginState{}
+	t.obs.st.Enrolment, t.obs.st.EnrolReason = EnrolUnknown, ""
 	if err := t.opts.Supervisor.Add(t.spec(bin, p)); err != nil {
 		t.running = false
 		return fmt.Errorf("supervise tailscaled: %w", err)
@@ -233,12 +236,14 @@ func (t *Tunnel) restart(ctx context.Context, bin string, p *Plan, why string) e
 }
 
 // keyNeedsRestart reports whether tailscaled must restart to use the key
-// file now: it holds a usable key that tailscaled was not started with,
-// and the box is not enrolled (tailscaled reads the key only when it
-// starts; an enrolled box logs in from its state and needs no key, so a
-// key put back for later is not worth a tunnel outage). t.mu held.
+// file now: it holds a usable key that tailscaled was not started with
+// (tailscaled reads the key only when it starts), and tailscaled is not in
+// the tailnet, so the restart costs nothing: a box not enrolled yet, or
+// one the control server no longer accepts (its node deleted or expired
+// at the academy). A box in the tailnet needs no key, and a key put back
+// there for later is not worth a tunnel outage. t.mu held.
 func (t *Tunnel) keyNeedsRestart(prev, cur KeyCheck) bool {
-	return cur.Usable() && prev.changed(cur) && !t.obs.enrolled
+	return cur.Usable() && prev.changed(cur) && !t.obs.inTailnet
 }
 
 // keyChanged logs a change of the auth key file (event=tunnel-key), or its
