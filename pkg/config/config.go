@@ -214,7 +214,7 @@ type Time struct {
 type Tunnel struct {
 	Enabled         bool           `yaml:"enabled" doc:"Keep the tunnel to the academy up."`
 	ControlURL      string         `yaml:"control_url" doc:"Coordination server (the academy's Headscale), https URL."`
-	AuthKeyFile     string         `yaml:"auth_key_file" default:"/perm/tunnel/authkey" doc:"File holding the pre-authorised key."`
+	AuthKeyFile     string         `yaml:"auth_key_file" default:"/perm/tunnel/authkey" doc:"File holding the pre-authorised key: one line, needed only until the box is enrolled (tailscaled keeps its node in the state directory beside it). Without it tailscaled waits for one; a key written there is used within seconds."`
 	AdvertiseRoutes []netip.Prefix `yaml:"advertise_routes" max:"64" doc:"School subnets offered to the academy; each must be a zone subnet."`
 	AcademyPrefixes []netip.Prefix `yaml:"academy_prefixes" max:"256" doc:"Datacenter prefixes reached through the tunnel."`
 	// The academy's names are resolved through the tunnel: the box's DNS
