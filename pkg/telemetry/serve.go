@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // server serves /metrics on the addresses of the allowed zones and on the
@@ -21,12 +23,37 @@ type server struct {
 	handler http.Handler
 	want    map[string]func() (net.Listener, error)
 	live    map[string]*http.Server
+	lim     serveLimits
+}
+
+// serveLimits bound what a client of /metrics can take of the box: it
+// listens in the schools' zones, where any machine may open connections
+// (a scraper needs one at a time, and answers of a few hundred KiB).
+type serveLimits struct {
+	header, read, write, idle time.Duration
+	maxHeader                 int
+	maxConns                  int // per listener; more wait in the kernel's backlog
+}
+
+func defaultServeLimits() serveLimits {
+	return serveLimits{header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second,
+		idle: time.Minute, maxHeader: 8 << 10, maxConns: 16}
 }
 
 func newServer(t *Telemetry) *server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(t.gather, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
-	return &server{t: t, handler: mux, live: map[string]*http.Server{}}
+	return &server{t: t, handler: mux, live: map[string]*http.Server{}, lim: defaultServeLimits()}
+}
+
+// serve serves /metrics on ln within s's limits until srv is closed.
+func (s *server) serve(ln net.Listener) *http.Server {
+	l := s.lim
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: l.header, ReadTimeout: l.read, WriteTimeout: l.write,
+		IdleTimeout: l.idle, MaxHeaderBytes: l.maxHeader,
+		ErrorLog: slog.NewLogLogger(s.t.log.Handler(), slog.LevelDebug)}
+	go srv.Serve(netutil.LimitListener(ln, l.maxConns))
+	return srv
 }
 
 // set replaces the listeners with those of a plan.
@@ -80,10 +107,8 @@ func (s *server) retry() {
 			s.t.log.Debug("telemetry: /metrics not listening yet", "at", k, "err", err)
 			continue
 		}
-		srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
-		s.live[k] = srv
+		s.live[k] = s.serve(ln)
 		s.t.log.Info("telemetry: serving /metrics", "event", "metrics-serving", "at", k)
-		go srv.Serve(ln)
 	}
 }
 
