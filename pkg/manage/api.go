@@ -91,9 +91,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) push(w http.ResponseWriter, r *http.Request) {
 	body, err := a.readBody(w, r, MaxBundleSize)
-	if limit, ok := TooLarge(err); ok {
+	if limit, ok := tooLarge(err); ok {
 		// Refused before it is read whole: nothing of it is kept.
-		res := a.M.Reject("push", reject(ReasonTooLarge, "%s", TooLargeDetail(limit, "bundle")))
+		res := a.M.Reject("push", reject(ReasonTooLarge, "%s", tooLargeDetail(limit, "bundle")))
 		w.Header().Set("Connection", "close")
 		writeJSON(w, http.StatusRequestEntityTooLarge, res)
 		return
@@ -124,7 +124,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads a request's whole body, at a.Pace and at most max
-// bytes (an error TooLarge recognises above).
+// bytes (an error tooLarge recognises above).
 func (a *API) readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
 	body, err := a.Pace.Body(w, r, max)
 	if err != nil {

@@ -85,8 +85,8 @@ func (m *Manager) certTrust(running *config.Config) Trust {
 // pushCert serves POST /v1/cert.
 func (a *API) pushCert(w http.ResponseWriter, r *http.Request) {
 	body, err := a.readBody(w, r, MaxCertSize)
-	if limit, ok := TooLarge(err); ok {
-		detail := TooLargeDetail(limit, "certificate envelope")
+	if limit, ok := tooLarge(err); ok {
+		detail := tooLargeDetail(limit, "certificate envelope")
 		a.M.log.Warn("the NOC's certificate rejected", "event", "manage-cert-rejected", "reason", ReasonTooLarge, "detail", detail)
 		w.Header().Set("Connection", "close")
 		writeJSON(w, http.StatusRequestEntityTooLarge, CertResult{Outcome: "rejected", Reason: string(ReasonTooLarge), Detail: detail})

@@ -182,7 +182,7 @@ func (pr *pacedReader) Read(b []byte) (int, error) {
 }
 
 // Body returns r's body limited to max bytes and read at p. A body over
-// max ends with a *http.MaxBytesError (TooLarge) and the connection is
+// max ends with a *http.MaxBytesError (tooLarge) and the connection is
 // closed after the answer. A declared Content-Length over max is an
 // error at once, before anything is read.
 func (p Pace) Body(w http.ResponseWriter, r *http.Request, max int64) (io.Reader, error) {
@@ -192,9 +192,9 @@ func (p Pace) Body(w http.ResponseWriter, r *http.Request, max int64) (io.Reader
 	return http.MaxBytesReader(w, io.NopCloser(p.Reader(w, r.Body)), max), nil
 }
 
-// TooLarge says whether err is a body over its limit (Pace.Body), and
+// tooLarge says whether err is a body over its limit (Pace.Body), and
 // the limit.
-func TooLarge(err error) (int64, bool) {
+func tooLarge(err error) (int64, bool) {
 	var mb *http.MaxBytesError
 	if errors.As(err, &mb) {
 		return mb.Limit, true
@@ -202,8 +202,8 @@ func TooLarge(err error) (int64, bool) {
 	return 0, false
 }
 
-// TooLargeDetail is the reason's detail for a body over its limit.
-func TooLargeDetail(limit int64, what string) string {
+// tooLargeDetail is the reason's detail for a body over its limit.
+func tooLargeDetail(limit int64, what string) string {
 	return fmt.Sprintf("the request's body is more than the %d bytes a %s may have", limit, what)
 }
 
