@@ -88,6 +88,8 @@ func startStatus(d *daemon, f statusFlags, ring *eventlog.Ring) func() {
 	srv := status.New(status.Options{Source: src, Log: d.log.With("component", "status"),
 		Restarter: d.c.sup, Generations: gens,
 		StateDir: f.dir(f.statusDir, d.flags.permDir, "status"), EventLogDir: logDir, Uplinks: src,
+		// The listeners' connection counts and refusals (default limits).
+		Metrics: d.c.metrics,
 		// The orderly shutdown: as init it reboots the board; elsewhere
 		// (lab, development) the daemon exits.
 		Reboot: func() error { return syscall.Kill(os.Getpid(), syscall.SIGTERM) }})

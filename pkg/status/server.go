@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"passerelle/pkg/boxcert"
 	"passerelle/pkg/config"
 	"passerelle/pkg/eventlog"
@@ -54,6 +56,16 @@ type Options struct {
 	// Reboot restarts the box (the daemon's orderly shutdown); nil
 	// offers no reboot.
 	Reboot func() error
+	// Metrics registers the listeners' connection metrics; nil keeps
+	// them unregistered.
+	Metrics prometheus.Registerer
+	// BlockPageConns bounds each plain HTTP listener (the block page on
+	// the pupils' zones, the redirect on the status zones); zero fields
+	// are the defaults (DefaultBlockPageMax, DefaultBlockPagePerClient).
+	BlockPageConns ConnLimits
+	// StatusPageConns bounds each HTTPS listener (DefaultStatusPageMax,
+	// DefaultStatusPagePerClient).
+	StatusPageConns ConnLimits
 }
 
 // Server is the status page, the block page and the control socket's
@@ -68,6 +80,8 @@ type Server struct {
 	diags    *limiter
 	history  *history
 	icmpBusy chan struct{} // one ping or traceroute at a time
+	conns    *connMetrics
+	timeouts httpTimeouts
 
 	certOnce sync.Once
 	cert     *boxcert.Holder
@@ -97,6 +111,8 @@ func New(o Options) *Server {
 		history:   newHistory(24 * 60),
 		icmpBusy:  make(chan struct{}, 1),
 		listeners: map[string]*listener{},
+		conns:     newConnMetrics(o.Metrics),
+		timeouts:  defaultHTTPTimeouts(),
 	}
 	s.tmpl = template.Must(template.New("").Funcs(s.funcs()).ParseFS(templateFS, "templates/*.html"))
 	return s
@@ -194,10 +210,11 @@ func (s *Server) lang() string {
 
 // listener is one socket of the page.
 type listener struct {
-	kind string // "https", "http"
-	zone string
-	addr string
-	srv  *http.Server
+	kind  string // "https", "http"
+	zone  string
+	addr  string
+	srv   *http.Server
+	conns *connLimiter
 }
 
 // Run serves the page on the addresses the running configuration says,
@@ -295,13 +312,42 @@ func (s *Server) listen(l *listener) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	zone := l.zone
+	if err := s.serve(ln, l); err != nil {
+		ln.Close()
+		return err
+	}
+	s.log.Info("status page serving", "event", "status-serving", "kind", l.kind, "zone", l.zone, "at", l.addr)
+	return nil
+}
+
+// httpTimeouts bound each request of the page's listeners: a client
+// sending its headers byte by byte (slowloris) is cut after header, one
+// keeping a connection without a request after idle.
+type httpTimeouts struct {
+	header, read, write, idle time.Duration
+}
+
+func defaultHTTPTimeouts() httpTimeouts {
+	return httpTimeouts{header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 60 * time.Second}
+}
+
+// serve serves l's kind on ln within its connection limits, until l.srv
+// is closed.
+func (s *Server) serve(ln net.Listener, l *listener) error {
+	t := s.timeouts
+	srv := &http.Server{ReadHeaderTimeout: t.header, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle, MaxHeaderBytes: 16 << 10,
+		ConnState: trackIdle, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	lim := s.o.BlockPageConns
+	if l.kind == "https" {
+		lim = s.o.StatusPageConns
+	}
+	// The limits wrap the TCP listener, TLS goes on top: a slot is
+	// taken before the handshake, which the header timeout bounds.
+	l.conns = newConnLimiter(lim, l.kind, l.zone, s.conns, s.log, s.now)
+	ln = l.conns.listener(ln)
 	switch l.kind {
 	case "https":
 		if _, err := s.Certificate(); err != nil {
-			ln.Close()
 			s.log.Error("status page: no certificate", "err", err)
 			return err
 		}
@@ -309,11 +355,10 @@ func (s *Server) listen(l *listener) error {
 		srv.TLSConfig = &tls.Config{GetCertificate: s.getCertificate, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	default:
-		srv.Handler = s.PlainHandler(zone)
+		srv.Handler = s.PlainHandler(l.zone)
 	}
 	l.srv = srv
 	go srv.Serve(ln)
-	s.log.Info("status page serving", "event", "status-serving", "kind", l.kind, "zone", zone, "at", l.addr)
 	return nil
 }
 
