@@ -369,6 +369,9 @@ func TestTunnelAcademy(t *testing.T) {
 		gap := g.wait(t, fault, 60*time.Second)
 		t.Logf("ip link set took %s: the gap is at most %s", fault.Sub(issued).Round(time.Millisecond), (gap + fault.Sub(issued)).Round(time.Millisecond))
 		sw := tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
+		// A failover restarts tailscaled: a running one keeps advertising
+		// Renater's address, and the academy keeps answering to it.
+		tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-refresh", map[string]string{"how": "restart"})
 		t.Logf("Renater carrier lost: tunnel moved to the backup %s after the fault; the academy service answered again after a gap of %s",
 			sw.Sub(fault).Round(time.Millisecond), gap.Round(time.Millisecond))
 		fmt.Printf("tunnel: Renater carrier loss → gap %s\n", gap.Round(time.Millisecond))

@@ -14,6 +14,7 @@ import (
 	"tailscale.com/tailcfg"
 
 	"passerelle/pkg/health"
+	"passerelle/pkg/netmark"
 )
 
 // Warning codes.
@@ -344,8 +345,10 @@ func (t *Tunnel) follow(ctx context.Context) {
 		t.mu.Lock()
 		p, running := t.plan, t.running
 		t.mu.Unlock()
-		if p != nil && p.Enabled && running && t.followUplink(p) {
-			t.rebind(ctx)
+		if p != nil && p.Enabled && running {
+			if table, moved := t.followUplink(p); moved {
+				t.refresh(ctx, p, table)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -355,13 +358,39 @@ func (t *Tunnel) follow(ctx context.Context) {
 	}
 }
 
-// rebind tells tailscaled that its traffic changed uplinks. Its paths to
-// peers are otherwise trusted for seconds after the last answer
-// (magicsock's trustUDPAddrDuration, 6.5 s), and the peer drops WireGuard
-// from an address it does not know: after a failover the tunnel waited for
-// that trust to lapse (~5 s measured). A rebind forgets the paths, so
-// tailscaled pings the peer at once on every path, through the relay too,
-// and the peer learns the box's new address from those pings.
+// refresh tells tailscaled that its traffic changed uplinks.
+//
+// Leaving the preferred uplink (a failover) restarts it. The academy's
+// tailscaled keeps answering to the address it trusts (6.5 s after its last
+// answer, magicsock's trustUDPAddrDuration) and forgets it at once only
+// when the box's call-me-maybe no longer lists it; a running tailscaled
+// lists every endpoint STUN found in the last 5 minutes (magicsock's
+// endpointTracker, which nothing resets), so the dead uplink's address
+// stayed listed and the tunnel was down 5-6 s after a carrier loss. A new
+// tailscaled lists only what STUN finds through the backup: the tunnel is
+// back within a few hundred milliseconds in the lab (docs/benchmarks.md).
+//
+// Coming back to the preferred uplink, nothing is broken: a rebind (pings
+// on every path at once) moves the box's side without a gap. The academy
+// answers through the backup's address until that path is worse or
+// forgotten (minutes), which costs the backup link's volume, not the
+// school's connectivity.
+func (t *Tunnel) refresh(ctx context.Context, p *Plan, table int) {
+	if table == netmark.TableActive && p.PreferUplink != "" {
+		err := t.opts.Supervisor.Restart(ServiceName)
+		if err == nil {
+			t.log.Info("tailscaled restarted so that the academy forgets "+p.PreferUplink+"'s address", "event", "tunnel-refresh", "how", "restart")
+			return
+		}
+		t.log.Warn("tailscaled not restarted after the failover: the tunnel may take seconds longer to come back", "err", err)
+	}
+	t.rebind(ctx)
+	t.log.Debug("tailscaled told to rebind", "event", "tunnel-refresh", "how", "rebind")
+}
+
+// rebind tells tailscaled to forget its paths to peers and ping them at
+// once on every path, through the relay too: the peer learns the box's new
+// address from those pings.
 func (t *Tunnel) rebind(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -371,19 +400,19 @@ func (t *Tunnel) rebind(ctx context.Context) {
 }
 
 // followUplink points tailscaled's own traffic at the preferred uplink
-// while it is usable, else at the uplink of new flows. It reports whether
-// the traffic moved from one uplink to another.
-func (t *Tunnel) followUplink(p *Plan) bool {
+// while it is usable, else at the uplink of new flows. It reports the
+// bypass table and whether the traffic moved from one uplink to another.
+func (t *Tunnel) followUplink(p *Plan) (int, bool) {
 	table := t.bypassTable(p)
 	t.mu.Lock()
 	cur := t.obs.bypass
 	t.mu.Unlock()
 	if table == cur {
-		return false
+		return table, false
 	}
 	if err := setBypass(table); err != nil {
 		t.log.Error("tailscaled's traffic not moved", "err", err)
-		return false
+		return cur, false
 	}
 	t.mu.Lock()
 	t.obs.bypass = table
@@ -391,7 +420,7 @@ func (t *Tunnel) followUplink(p *Plan) bool {
 	if cur != 0 {
 		t.log.Info("tunnel traffic now through "+t.via(p, table), "event", "tunnel-uplink", "via", t.via(p, table), "table", table)
 	}
-	return cur != 0
+	return table, cur != 0
 }
 
 type metrics struct {

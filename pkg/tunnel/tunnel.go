@@ -30,6 +30,7 @@ const DefaultRunDir = "/run/passerelle/tunnel"
 type Supervisor interface {
 	Add(spec supervisor.Spec) error
 	Remove(ctx context.Context, name string) error
+	Restart(name string) error
 }
 
 // Uplinks tells which uplink tailscaled's own traffic should take
@@ -313,7 +314,14 @@ func (t *Tunnel) editPrefs(ctx context.Context, p *Plan) error {
 // spec is tailscaled under the supervisor.
 func (t *Tunnel) spec(bin string, p *Plan) supervisor.Spec {
 	run := t.opts.RunDir
-	env := append(os.Environ(), "TS_LOGS_DIR="+filepath.Join(run, "logs"))
+	env := append(os.Environ(), "TS_LOGS_DIR="+filepath.Join(run, "logs"),
+		// Advertise only the endpoints STUN finds through the uplink in
+		// use, not the addresses of every uplink: the academy is never on
+		// the school's LAN, and a peer keeps answering to an address as
+		// long as the box's call-me-maybe lists it, so a dead uplink's
+		// address, still on its interface, held the academy's replies for
+		// seconds after a failover (see follow, docs/benchmarks.md).
+		"TS_DEBUG_OMIT_LOCAL_ADDRS=true")
 	env = append(env, t.opts.Env...)
 	return supervisor.Spec{
 		Name: ServiceName,

@@ -18,8 +18,9 @@ GO=${GO:-go}
 # DNS filter forwards tunnel.tailnet_domain to it (MagicDNS names of the
 # tailnet); it costs 2.7 MiB (linux/amd64: 15.2 MB without, 18.0 MB with).
 # debug gives the LocalAPI's "rebind", which the tunnel calls when it moves
-# tailscaled's traffic to another uplink (pkg/tunnel, follow): without it a
-# failover left the tunnel down ~5 s; +1.3 MiB (19.4 MB on linux/amd64).
+# tailscaled's traffic back to Renater (pkg/tunnel, refresh): without it the
+# box kept sending through the backup for seconds; +1.3 MiB (19.4 MB on
+# linux/amd64).
 # gro: --min omits it, but not the data path's offloads (wireguard-go reads
 # and writes TSO/GSO batches on tailscale0 and magicsock uses UDP GSO/GRO
 # whatever the tags); what it omits is the start-up probe that turns TUN GRO

@@ -470,7 +470,10 @@ func (a *Academy) StartRouter() error {
 		return err
 	}
 	cmd := exec.Command(a.o.Tailscaled, "--config="+confFile, "--statedir="+dir, "--state="+filepath.Join(dir, "state"),
-		"--socket="+filepath.Join(dir, "tailscaled.sock"), "--tun=tailscale0", "--port=41641", "--no-logs-no-support")
+		"--socket="+filepath.Join(dir, "tailscaled.sock"), "--tun=tailscale0", "--port=41641", "--no-logs-no-support",
+		// Its log is the lab's only view of the academy's side of a path
+		// change (call-me-maybe, endpoint deletions): keep the details.
+		"--verbose=1")
 	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+a.caFile, "TS_LOGS_DIR="+filepath.Join(dir, "logs"))
 	logf, err := os.Create(filepath.Join(dir, "tailscaled.log"))
 	if err != nil {
