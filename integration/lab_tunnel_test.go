@@ -117,7 +117,19 @@ func startTunnelLabKey(t *testing.T, withKey bool, extra ...string) *tunnelLab {
 	run := filepath.Join(dir, "run")
 	fw.launch(t, filepath.Join(dir, "state"), append([]string{"--tunnel-run-dir", run}, extra...)...)
 	fw.waitEvent(t, 10*time.Second, "config-applied", nil)
-	return &tunnelLab{firmware: fw, acad: a, run: run, key: keyFile}
+	tl := &tunnelLab{firmware: fw, acad: a, run: run, key: keyFile}
+	if dir := os.Getenv("PASSERELLE_TUNNEL_LOGS"); dir != "" {
+		// Both ends' logs, to read a slow failover afterwards.
+		t.Cleanup(func() {
+			tl.log.mu.Lock()
+			_ = os.WriteFile(filepath.Join(dir, "firmware.log"), tl.log.text.Bytes(), 0o644)
+			tl.log.mu.Unlock()
+			if data, err := os.ReadFile(filepath.Join(filepath.Dir(a.RouterSocket()), "tailscaled.log")); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, "datacenter-tailscaled.log"), data, 0o644)
+			}
+		})
+	}
+	return tl
 }
 
 // fetch GETs the academy service from a zone's client.
@@ -371,7 +383,7 @@ func TestTunnelAcademy(t *testing.T) {
 		sw := tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-uplink", map[string]string{"via": "the active uplink"})
 		// A failover restarts tailscaled: a running one keeps advertising
 		// Renater's address, and the academy keeps answering to it.
-		tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-refresh", map[string]string{"how": "restart"})
+		tl.waitEventAfter(t, mark, 10*time.Second, "tunnel-restart", map[string]string{"why": "failover"})
 		t.Logf("Renater carrier lost: tunnel moved to the backup %s after the fault; the academy service answered again after a gap of %s",
 			sw.Sub(fault).Round(time.Millisecond), gap.Round(time.Millisecond))
 		fmt.Printf("tunnel: Renater carrier loss → gap %s\n", gap.Round(time.Millisecond))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
 
@@ -377,15 +378,86 @@ func (t *Tunnel) follow(ctx context.Context) {
 // school's connectivity.
 func (t *Tunnel) refresh(ctx context.Context, p *Plan, table int) {
 	if table == netmark.TableActive && p.PreferUplink != "" {
+		since := t.now()
 		err := t.opts.Supervisor.Restart(ServiceName)
 		if err == nil {
-			t.log.Info("tailscaled restarted so that the academy forgets "+p.PreferUplink+"'s address", "event", "tunnel-refresh", "how", "restart")
+			t.log.Info("tailscaled restarted so that the academy forgets "+p.PreferUplink+"'s address", "event", "tunnel-restart", "why", "failover")
+			go t.handshakeAfterRestart(ctx, p, since)
 			return
 		}
 		t.log.Warn("tailscaled not restarted after the failover: the tunnel may take seconds longer to come back", "err", err)
 	}
 	t.rebind(ctx)
-	t.log.Debug("tailscaled told to rebind", "event", "tunnel-refresh", "how", "rebind")
+	t.log.Debug("tailscaled told to rebind")
+}
+
+// handshakeSettle is how long after a failover restart the academy has
+// had to take the box's call-me-maybe (sent once STUN has answered
+// through the backup, a round trip through the relay later).
+const handshakeSettle = 500 * time.Millisecond
+
+// handshakeAfterRestart makes sure the new tailscaled's WireGuard session
+// with the academy does not wait 5 s for its first retry. The new process
+// sends its first handshake as soon as traffic for the academy arrives,
+// before its call-me-maybe has made the academy forget Renater's address:
+// the academy answers to that address, the answer is lost, and WireGuard
+// tries again only after its rekey timeout (5 s; seen in the lab with a
+// busy tunnel). If there is no handshake once the call-me-maybe has had
+// time to land, stopping and starting the engine (WantRunning off and on,
+// EditPrefs) starts a new session at once, answered through the relay or
+// the backup.
+func (t *Tunnel) handshakeAfterRestart(ctx context.Context, p *Plan, since time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, handshakeWithin)
+	defer cancel()
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if t.now().Sub(since) < handshakeSettle {
+			continue
+		}
+		sctx, scancel := context.WithTimeout(ctx, time.Second)
+		st, err := t.Client().Status(sctx)
+		scancel()
+		if err != nil || st.BackendState != "Running" || st.Self == nil || len(st.Self.Addrs) == 0 {
+			continue // not up yet, or STUN has not answered: no call-me-maybe sent
+		}
+		snap := Summarise(st, p.AcademyPrefixes)
+		if snap.Academy == "" {
+			continue
+		}
+		if snap.LastHandshake.After(since) {
+			return
+		}
+		if err := t.restartEngine(ctx); err != nil {
+			t.log.Warn("tailscaled's WireGuard session not restarted: the tunnel may take seconds longer to come back", "err", err)
+			return
+		}
+		t.log.Info("no WireGuard handshake with the academy since the restart: new session started", "event", "tunnel-handshake-retry",
+			"after", t.now().Sub(since))
+		return
+	}
+}
+
+// handshakeWithin bounds handshakeAfterRestart.
+const handshakeWithin = 10 * time.Second
+
+// restartEngine stops and starts tailscaled's engine, which drops its
+// WireGuard sessions; the next packet for a peer starts a new handshake.
+func (t *Tunnel) restartEngine(ctx context.Context) error {
+	for _, run := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := t.Client().EditPrefs(ctx, &ipn.MaskedPrefs{Prefs: ipn.Prefs{WantRunning: run}, WantRunningSet: true})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("want running %v: %w", run, err)
+		}
+	}
+	return nil
 }
 
 // rebind tells tailscaled to forget its paths to peers and ping them at
