@@ -117,6 +117,7 @@ bench: build
 	bash tools/bench/tunnel/run.sh
 	bash tools/bench/dns/run.sh && $(GO) test -run '^$$' -bench 'Load5M|Build5M' -benchtime 3x ./pkg/ut1 ./pkg/domainset
 	$(GO) test -run '^$$' -bench . ./pkg/dhcpd ./pkg/timesync
+	$(GO) test -run '^$$' -bench BlockPageDuringFlood -benchtime 2000x ./pkg/status
 	$(GO) run ./tools/bench/manage push -n 10000 -ctl $(BIN)/passerellectl
 	$(GO) run ./tools/bench/manage pull -n 10000 -cycle 300s -rounds 2
 

@@ -38,14 +38,14 @@ const hangGuard = 30 * time.Second
 // idle timeouts are long, so a silent connection keeps its slot for the
 // test's whole duration, however loaded the machine.
 type limitedPage struct {
-	t    *testing.T
+	t    testing.TB
 	s    *Server
 	l    *listener
 	addr string
 	logs *logBuffer
 }
 
-func newLimitedPage(t *testing.T, kind string, lim ConnLimits, timeouts httpTimeouts) *limitedPage {
+func newLimitedPage(t testing.TB, kind string, lim ConnLimits, timeouts httpTimeouts) *limitedPage {
 	t.Helper()
 	logs := &logBuffer{}
 	clk := &clock{t: time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)}
@@ -458,5 +458,57 @@ func TestConnLimitsDefaults(t *testing.T) {
 	}
 	if got := (ConnLimits{}).withDefaults("http"); got.Max <= 0 || got.Max > DefaultBlockPageMax || got.PerClient != DefaultBlockPagePerClient {
 		t.Errorf("block page defaults: %+v", got)
+	}
+}
+
+// BenchmarkBlockPageDuringFlood: a pupil's block page on a new
+// connection (connect, GET, answer, close), on a quiet listener and while
+// another pupil holds its 16 busy connections and opens new ones in a
+// loop (each reset on accept). Default limits. docs/benchmarks.md.
+func BenchmarkBlockPageDuringFlood(b *testing.B) {
+	for _, flood := range []bool{false, true} {
+		name := "quiet"
+		if flood {
+			name = "one-pupil-flooding"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := newLimitedPage(b, "http", ConnLimits{}, defaultHTTPTimeouts())
+			stop := make(chan struct{})
+			flooded := make(chan int)
+			if flood {
+				for range DefaultBlockPagePerClient {
+					p.hold(pupilA)
+				}
+				go func() {
+					n := 0
+					d := net.Dialer{LocalAddr: &net.TCPAddr{IP: pupilA.AsSlice()}}
+					for {
+						select {
+						case <-stop:
+							flooded <- n
+							return
+						default:
+						}
+						if c, err := d.Dial("tcp4", p.addr); err == nil {
+							n++
+							c.Close()
+						}
+					}
+				}()
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				c := p.dial(pupilB)
+				p.wantPage(c, "B")
+				c.Close()
+			}
+			b.StopTimer()
+			close(stop)
+			if flood {
+				n := <-flooded
+				b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "flood-conns/s")
+				b.ReportMetric(p.counter("refused", "client")/b.Elapsed().Seconds(), "refused/s")
+			}
+		})
 	}
 }

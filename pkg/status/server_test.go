@@ -94,7 +94,7 @@ func (f *fakeSource) FirewallCounters() ([]Counter, error) {
 
 const testPassword = "correct horse battery staple"
 
-func testConfig(t *testing.T, hash string) *config.Config {
+func testConfig(t testing.TB, hash string) *config.Config {
 	t.Helper()
 	y := `version: 1
 board: lab
