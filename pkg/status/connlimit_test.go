@@ -78,12 +78,7 @@ func longTimeouts() httpTimeouts {
 // at the test's end.
 func (p *limitedPage) dial(from netip.Addr) net.Conn {
 	p.t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from.AsSlice()}, Timeout: hangGuard}
-	c, err := d.Dial("tcp4", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.t.Cleanup(func() { c.Close() })
+	c := p.hold(from)
 	if p.l.kind == "https" {
 		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the box's self-signed certificate
 		p.t.Cleanup(func() { tc.Close() })
@@ -144,8 +139,8 @@ func (p *limitedPage) wantPage(c net.Conn, who string) {
 	}
 }
 
-// wantClosed checks that the server closed c without answering.
-func (p *limitedPage) wantClosed(c net.Conn, who string) {
+// untilClosed reads c until the server closes it.
+func (p *limitedPage) untilClosed(c net.Conn, who string) string {
 	p.t.Helper()
 	c.SetReadDeadline(time.Now().Add(hangGuard))
 	got, err := io.ReadAll(c)
@@ -153,7 +148,13 @@ func (p *limitedPage) wantClosed(c net.Conn, who string) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		p.t.Fatalf("%s: still open after %s", who, hangGuard)
 	}
-	if len(got) > 0 {
+	return string(got)
+}
+
+// wantClosed checks that the server closed c without answering.
+func (p *limitedPage) wantClosed(c net.Conn, who string) {
+	p.t.Helper()
+	if got := p.untilClosed(c, who); len(got) > 0 {
 		p.t.Fatalf("%s: answered %q, want closed", who, got)
 	}
 }
@@ -178,13 +179,7 @@ func (p *limitedPage) wantRefused(from netip.Addr, who string) {
 // may say 400 to a request cut by its header timeout).
 func (p *limitedPage) wantCut(c net.Conn, who string) {
 	p.t.Helper()
-	c.SetReadDeadline(time.Now().Add(hangGuard))
-	got, err := io.ReadAll(c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		p.t.Fatalf("%s: still open after %s", who, hangGuard)
-	}
-	if strings.Contains(string(got), "gambling") {
+	if got := p.untilClosed(c, who); strings.Contains(got, "gambling") {
 		p.t.Fatalf("%s: served the page: %q", who, got)
 	}
 }
