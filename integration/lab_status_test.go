@@ -3,11 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/crypto/bcrypt"
 
+	"passerelle/pkg/boxcert"
 	"passerelle/pkg/lab"
 )
 
@@ -143,7 +142,7 @@ func TestStatusPageZonesBlockPageAndCommands(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `name="password"`) {
 		t.Errorf("status page from admin: %d\n%s", resp.StatusCode, body)
 	}
-	if got := fingerprintOf(resp.TLS); got != screen.Fingerprint || got == "" {
+	if got := boxcert.FingerprintDER(resp.TLS.PeerCertificates[0].Raw); got != screen.Fingerprint {
 		t.Errorf("certificate fingerprint %q, passerelle status says %q", got, screen.Fingerprint)
 	}
 	if !strings.Contains(string(body), screen.Fingerprint) {
@@ -230,18 +229,6 @@ func TestStatusPageZonesBlockPageAndCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "configuration applied") || !strings.Contains(out, "source=start") {
 		t.Errorf("passerelle log: %d\n%s", code, out)
 	}
-}
-
-func fingerprintOf(cs *tls.ConnectionState) string {
-	if cs == nil || len(cs.PeerCertificates) == 0 {
-		return ""
-	}
-	sum := sha256.Sum256(cs.PeerCertificates[0].Raw)
-	parts := make([]string, len(sum))
-	for i, x := range sum {
-		parts[i] = fmt.Sprintf("%02X", x)
-	}
-	return strings.Join(parts, ":")
 }
 
 func TestStatusLogSurvivesRestart(t *testing.T) {
