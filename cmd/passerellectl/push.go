@@ -208,19 +208,41 @@ func (w *waveFlags) report(stdout io.Writer, rep manage.Report, what string) int
 	return 0
 }
 
+// rolloutFlags are the flags of the commands that push to a fleet in
+// waves (push, update push), so that both take them the same way: which
+// boxes, how their certificates are trusted, and the waves.
+type rolloutFlags struct {
+	targetFlags
+	trustFlags
+	waveFlags
+}
+
+// register adds them to fs; parallel is --parallel's default.
+func (f *rolloutFlags) register(fs *flag.FlagSet, parallel int) {
+	f.targetFlags.register(fs)
+	f.trustFlags.register(fs)
+	f.waveFlags.register(fs, parallel)
+}
+
+// rollout pushes to the targets in o's waves, accepting the boxes pins
+// accepts, prints the report (what names the pushed version) and returns
+// the exit status. One push may take up to 2 h: a configuration's verdict
+// comes within the box's confirm window; an image takes minutes over a
+// slow school link, and the box answers once it is written and read back.
+func (f *rolloutFlags) rollout(targets []manage.Target, pins *boxcert.Pins, o manage.RolloutOptions, stdout io.Writer, what string) int {
+	o.Client = trustClient(pins, 2*time.Hour, 2)
+	return f.report(stdout, manage.Rollout(context.Background(), targets, o), what)
+}
+
 func cmdPush(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("push", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, pushUsage) }
 	var so signOpts
 	so.register(fs, 72*time.Hour)
-	var tf targetFlags
-	tf.register(fs)
-	var trust trustFlags
-	trust.register(fs)
+	var rf rolloutFlags
+	rf.register(fs, 64)
 	configs := fs.String("configs", "", "`directory` of the configurations, <uai>.yaml (with --inventory)")
-	var wf waveFlags
-	wf.register(fs, 64)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -228,15 +250,15 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "passerellectl push: %v\n", err)
 		return code
 	}
-	targets, pinned, err := tf.targets()
+	targets, pinned, err := rf.targets()
 	if err != nil {
 		return fail(2, err)
 	}
-	if (tf.box != "") != (fs.NArg() == 1) || (tf.inv != "") != (*configs != "") {
+	if (rf.box != "") != (fs.NArg() == 1) || (rf.inv != "") != (*configs != "") {
 		fs.Usage()
 		return 2
 	}
-	o, err := wf.options(len(targets), stderr)
+	o, err := rf.options(len(targets), stderr)
 	if err != nil {
 		return fail(2, err)
 	}
@@ -246,7 +268,7 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 	}
 	for i := range targets {
 		path := fs.Arg(0)
-		if tf.inv != "" {
+		if rf.inv != "" {
 			path = filepath.Join(*configs, targets[i].UAI+".yaml")
 		}
 		uai, b, err := s.file(path)
@@ -255,15 +277,12 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 		}
 		targets[i].UAI, targets[i].Bundle = uai, b
 	}
-	pins, err := trust.pins(targets, pinned)
+	pins, err := rf.pins(targets, pinned)
 	if err != nil {
 		return fail(2, err)
 	}
 	defer saveKnown(pins, stderr)
-	// A push waits for the box's verdict: up to its confirm window.
-	o.Client = trustClient(pins, 2*time.Hour, 2)
-	rep := manage.Rollout(context.Background(), targets, o)
-	return wf.report(stdout, rep, fmt.Sprintf("version %d", s.version))
+	return rf.rollout(targets, pins, o, stdout, fmt.Sprintf("version %d", s.version))
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {

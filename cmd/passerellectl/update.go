@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"passerelle/pkg/manage"
 	"passerelle/pkg/update"
 )
 
@@ -157,13 +155,9 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("update push", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, updateUsage) }
-	var tf targetFlags
-	tf.register(fs)
-	var trust trustFlags
-	trust.register(fs)
-	var wf waveFlags
+	var rf rolloutFlags
 	// Images are large: fewer at once than configurations.
-	wf.register(fs, 8)
+	rf.register(fs, 8)
 	reboot := fs.Bool("reboot", false, "have each box restart into the new slot once it is written")
 	wait := fs.Duration("wait", 0, "with --reboot, follow each box through its restart this long: committed (its health gate passed) or reverted (back on its previous slot) is then its outcome")
 	if err := fs.Parse(args); err != nil {
@@ -181,24 +175,20 @@ func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(1, err)
 	}
-	targets, pinned, err := tf.targets()
+	targets, pinned, err := rf.targets()
 	if err != nil {
 		return fail(2, err)
 	}
-	pins, err := trust.pins(targets, pinned)
+	pins, err := rf.pins(targets, pinned)
 	if err != nil {
 		return fail(2, err)
 	}
 	defer saveKnown(pins, stderr)
-	o, err := wf.options(len(targets), stderr)
+	o, err := rf.options(len(targets), stderr)
 	if err != nil {
 		return fail(2, err)
 	}
 	p := update.Pusher{Path: fs.Arg(0), Reboot: *reboot, Wait: *wait}
 	o.Push, o.Failed = p.Push, p.Failed
-	// An image takes minutes over a slow school link; the box answers
-	// once it is written and read back.
-	o.Client = trustClient(pins, 2*time.Hour, 2)
-	rep := manage.Rollout(context.Background(), targets, o)
-	return wf.report(stdout, rep, fmt.Sprintf("firmware %s for %s", m.Version, m.Board))
+	return rf.rollout(targets, pins, o, stdout, fmt.Sprintf("firmware %s for %s", m.Version, m.Board))
 }
