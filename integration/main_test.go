@@ -298,8 +298,10 @@ func goTool() string {
 }
 
 // nocKey is a NOC signing key made by passerellectl keygen: its file is
-// where keygen wrote it, PublicKey goes into the box's trusted_keys.
+// where keygen wrote it; KeyID and PublicKey are the name and key of its
+// entry in the box's trusted_keys.
 type nocKey struct {
+	KeyID     string `json:"key_id"`
 	PublicKey string `json:"public_key"`
 }
 
@@ -308,11 +310,11 @@ func nocKeygen(t *testing.T, ctl, id, path string) nocKey {
 	t.Helper()
 	out, err := exec.Command(ctl, "keygen", "--json", "--id", id, "--out", path).Output()
 	if err != nil {
-		t.Fatalf("keygen: %v", err)
+		t.Fatalf("passerellectl keygen: %v", err)
 	}
 	var k nocKey
 	if err := json.Unmarshal(out, &k); err != nil {
-		t.Fatalf("keygen output: %v", err)
+		t.Fatalf("keygen output %q: %v", out, err)
 	}
 	return k
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -40,17 +39,7 @@ const (
 func updateConfig(t *testing.T, dir, base, ctl string) (cfg, key string) {
 	t.Helper()
 	key = filepath.Join(dir, "noc.key")
-	out, err := exec.Command(ctl, "keygen", "--json", "--id", "qemu-test-noc", "--out", key).Output()
-	if err != nil {
-		t.Fatalf("passerellectl keygen: %v", err)
-	}
-	var k struct {
-		KeyID     string `json:"key_id"`
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.Unmarshal(out, &k); err != nil {
-		t.Fatalf("keygen output %q: %v", out, err)
-	}
+	k := nocKeygen(t, ctl, "qemu-test-noc", key)
 	if !filepath.IsAbs(base) {
 		base = filepath.Join("..", base)
 	}
