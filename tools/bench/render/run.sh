@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Times `passerellectl render` on a synthetic inventory of N collèges
-# (default 500) with the NOC template, 5 runs into fresh directories, and
-# prints the minimum and the median. Each run must write all N files.
+# (default 500) with the NOC template, RUNS runs (default 5) into fresh
+# directories, and prints the minimum and the median. Each run must write
+# all N files.
 #
-#   tools/bench/render/run.sh [N]
+#   tools/bench/render/run.sh [N [RUNS]]
 set -euo pipefail
 
 n=${1:-500}
-runs=5
+runs=${2:-5}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$root"
 
