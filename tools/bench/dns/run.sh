@@ -9,6 +9,12 @@
 #
 #   bash tools/bench/dns/run.sh            (root: installs what it lacks)
 #   N=1000000 DURATION=10 bash tools/bench/dns/run.sh
+#
+# Knobs (environment): N synthetic domains, DURATION seconds per dnsperf
+# run, ROUNDS of the rate measurements, WARM seconds of cache warming per
+# server and SETTLE seconds between load and the memory reading (both 3),
+# TIMEOUT seconds dnsperf waits for an answer (its default, 5: each
+# dnsperf run ends with that wait when a query was dropped).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -84,13 +90,13 @@ start_server() { # name port command...
 	"$OUT/benchdns" wait -server 127.0.0.1:$port -name "$probe" -rcode NXDOMAIN -pid $pid >/dev/null ||
 		{ echo "$name did not start:"; tail -5 "$OUT/$name.log"; exit 1; }
 	LOAD[$name]=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN{printf "%.2f", a-b}')
-	sleep 3 # let the runtime hand back transient memory
+	sleep "${SETTLE:-3}" # let the runtime hand back transient memory
 	RSS[$name]=$(awk '/VmRSS/{printf "%.0f", $2/1024}' /proc/$pid/status)
 	PORT[$name]=$port PID[$name]=$pid
 	echo "$name: loaded in ${LOAD[$name]} s, RSS ${RSS[$name]} MiB"
 }
 qps() { # port file
-	dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DURATION" -c 4 -T 2 -q 500 2>&1 | tee -a "$OUT/dnsperf.log" |
+	dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DURATION" -t "${TIMEOUT:-5}" -c 4 -T 2 -q 500 2>&1 | tee -a "$OUT/dnsperf.log" |
 		awk '/Queries per second/{printf "%.0f", $4}'
 }
 
@@ -105,7 +111,7 @@ start_server dnsmasq $PORT_DNSMASQ dnsmasq --keep-in-foreground --conf-file="$OU
 start_server unbound $PORT_UNBOUND unbound -d -c "$OUT/unbound-main.conf"
 SERVERS="passerelle dnsmasq unbound"
 for s in $SERVERS; do # warm the caches
-	dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$OUT/cached.txt" -l 3 -c 2 -q 100 >/dev/null 2>&1
+	dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$OUT/cached.txt" -l "${WARM:-3}" -t "${TIMEOUT:-5}" -c 2 -q 100 >/dev/null 2>&1
 done
 ROUNDS=${ROUNDS:-3}
 declare -A RUNS
