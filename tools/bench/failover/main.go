@@ -23,6 +23,9 @@
 //
 //	go run ./tools/bench/failover -firmware bin/passerelle [-runs 5] [-faults carrier,blackhole]
 //
+// -silent-for, -flaps and -standby-for shorten the three long faults (a
+// smoke run: make bench-smoke); the recorded figures use the defaults.
+//
 // It needs root (network namespaces) and the ip and nft commands.
 package main
 
@@ -67,15 +70,24 @@ var units = map[string]string{
 	"bothdown": "ms", "dnsonly": "ms", "latency": "ms", "standby": "MB/month",
 }
 
-var titles = map[string]string{
-	"carrier":   "carrier loss: outage",
-	"blackhole": "silent blackhole: outage",
-	"silent":    "1 of 3 targets silent 30 s: state changes",
-	"flap":      "carrier flapping 2 s, 20 s: switches",
-	"bothdown":  "both down, backup back: 1st answer",
-	"dnsonly":   "DNS dropped by ISP: DNS outage",
-	"latency":   "+300 ms: time to degraded",
-	"standby":   "standby backup probes, per month",
+// windows are the lengths of the long faults.
+type windows struct {
+	silent  time.Duration // one target silent
+	flaps   int           // carrier down 1 s, up 1 s
+	standby time.Duration // standby traffic counted
+}
+
+func titles(w windows) map[string]string {
+	return map[string]string{
+		"carrier":   "carrier loss: outage",
+		"blackhole": "silent blackhole: outage",
+		"silent":    fmt.Sprintf("1 of 3 targets silent %s: state changes", w.silent),
+		"flap":      fmt.Sprintf("carrier flapping 2 s, %d s: switches", 2*w.flaps),
+		"bothdown":  "both down, backup back: 1st answer",
+		"dnsonly":   "DNS dropped by ISP: DNS outage",
+		"latency":   "+300 ms: time to degraded",
+		"standby":   fmt.Sprintf("standby backup probes, per month (%s)", w.standby),
+	}
 }
 
 func main() {
@@ -83,7 +95,15 @@ func main() {
 	cfgPath := flag.String("config", "configs/demo.yaml", "box config (its probe settings are measured)")
 	runs := flag.Int("runs", 5, "runs per fault")
 	faultList := flag.String("faults", strings.Join(allFaults, ","), "faults to measure, comma-separated")
+	var w windows
+	flag.DurationVar(&w.silent, "silent-for", 30*time.Second, "how long one probe target stays silent (silent)")
+	flag.IntVar(&w.flaps, "flaps", 10, "carrier down-up cycles of 2 s (flap)")
+	flag.DurationVar(&w.standby, "standby-for", 60*time.Second, "how long the uplinks' traffic is counted (standby)")
 	flag.Parse()
+	if w.silent <= 0 || w.flaps < 1 || w.standby <= 0 {
+		fmt.Fprintln(os.Stderr, "failover: -silent-for and -standby-for must be positive, -flaps at least 1")
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "failover: needs root (network namespaces)")
 		os.Exit(1)
@@ -106,7 +126,7 @@ func main() {
 			os.Exit(2)
 		}
 		for i := range *runs {
-			m, err := run(*firmware, *cfgPath, cfg, fault)
+			m, err := run(*firmware, *cfgPath, cfg, fault, w)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "failover: %s run %d: %v\n", fault, i+1, err)
 				os.Exit(1)
@@ -121,7 +141,7 @@ func main() {
 		r := results[fault]
 		slices.Sort(r)
 		u := units[fault]
-		fmt.Printf("%-44s %10s %10s %10s\n", titles[fault], num(r[0])+" "+u, num(r[len(r)/2])+" "+u, num(r[len(r)-1])+" "+u)
+		fmt.Printf("%-44s %10s %10s %10s\n", titles(w)[fault], num(r[0])+" "+u, num(r[len(r)/2])+" "+u, num(r[len(r)-1])+" "+u)
 	}
 	if slices.Contains(faults, "blackhole") {
 		// OpenWrt mwan3, documented interface defaults: interval 10 s,
@@ -153,6 +173,7 @@ type box struct {
 	l    *lab.Lab
 	cfg  *config.Config
 	logs *jsonLog
+	w    windows
 }
 
 func (b *box) isp(uplink string) string { return b.l.Namespace(lab.RoleISP(uplink)) }
@@ -175,7 +196,7 @@ func (b *box) carrier(uplink string, up bool) error {
 }
 
 // run builds a lab, runs the firmware and measures one fault.
-func run(bin, cfgPath string, cfg *config.Config, fault string) (measure, error) {
+func run(bin, cfgPath string, cfg *config.Config, fault string, w windows) (measure, error) {
 	var tmp string
 	if fault == "silent" {
 		// Three targets on both uplinks: the default probing's shape.
@@ -224,7 +245,7 @@ func run(bin, cfgPath string, cfg *config.Config, fault string) (measure, error)
 	if err != nil {
 		return measure{}, err
 	}
-	b := &box{l: l, cfg: cfg, logs: &jsonLog{}}
+	b := &box{l: l, cfg: cfg, logs: &jsonLog{}, w: w}
 	cmd := exec.Command(bin, "run", "--config", abs, "--dhcp-lease-dir", tmp, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = b.logs, b.logs
 	if err := lab.StartCommand(l.Namespace(lab.RoleBox), cmd); err != nil {
@@ -288,8 +309,8 @@ func (b *box) outage(fault string) (measure, error) {
 	return measure{value: msOf(gap)}, nil
 }
 
-// silent: one target of three silent for 30 s (the old loss rule
-// degraded the link after 100 rounds, 20 s).
+// silent: one target of three silent for 30 s by default (the old loss
+// rule degraded the link after 100 rounds, 20 s).
 func (b *box) silent() (measure, error) {
 	inet := b.l.Namespace(lab.RoleInternet)
 	time.Sleep(2 * time.Second)
@@ -298,7 +319,7 @@ func (b *box) silent() (measure, error) {
 	if err := b.nft(inet, "add table inet fault; add chain inet fault in { type filter hook input priority 0; }; add rule inet fault in ip daddr 203.0.113.12 drop"); err != nil {
 		return measure{}, err
 	}
-	time.Sleep(30 * time.Second)
+	time.Sleep(b.w.silent)
 	changes := len(b.logs.find(mark, "uplink-state", nil)) + len(b.logs.find(mark, "uplink-switch", nil))
 	note := "target never reported"
 	if r := b.logs.find(mark, "uplink-target-silent", map[string]string{"uplink": b.cfg.Uplinks[0].Name, "targets": "203.0.113.12"}); len(r) > 0 {
@@ -310,11 +331,11 @@ func (b *box) silent() (measure, error) {
 	return measure{value: float64(changes), note: note}, nil
 }
 
-// flap: Renater's carrier down 1 s, up 1 s, ten times.
+// flap: Renater's carrier down 1 s, up 1 s, ten times by default.
 func (b *box) flap() (measure, error) {
 	name := b.cfg.Uplinks[0].Name
 	mark := b.logs.mark()
-	for range 10 {
+	for range b.w.flaps {
 		if err := b.carrier(name, false); err != nil {
 			return measure{}, err
 		}
@@ -481,8 +502,9 @@ func (b *box) latency() (measure, error) {
 	return measure{value: msOf(d[0].at().Sub(start)), note: note}, nil
 }
 
-// standby: no fault; what the uplinks exchange in 60 s with nothing but
-// the box's own traffic, on the ISP side of each cable, per 30 days.
+// standby: no fault; what the uplinks exchange in 60 s (by default) with
+// nothing but the box's own traffic, on the ISP side of each cable, per 30
+// days.
 func (b *box) standby() (measure, error) {
 	time.Sleep(3 * time.Second) // past the start-up rounds
 	names := []string{b.cfg.Uplinks[0].Name, b.cfg.Uplinks[1].Name}
@@ -494,7 +516,7 @@ func (b *box) standby() (measure, error) {
 		}
 		before[n] = v
 	}
-	const window = 60 * time.Second // 6 or 7 standby rounds
+	window := b.w.standby // 60 s: 6 or 7 standby rounds
 	time.Sleep(window)
 	month := float64(30*24*time.Hour) / float64(window)
 	per := map[string]float64{}

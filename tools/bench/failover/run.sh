@@ -6,9 +6,10 @@
 # down then the backup back, DNS-only failure, +300 ms) and what a
 # standby backup's probes cost a month. RUNS runs each (default 5), each
 # in a fresh lab running the real firmware; FAULTS limits the faults
-# (comma-separated, see tools/bench/failover/main.go).
+# (comma-separated, see tools/bench/failover/main.go); flags after RUNS go
+# to that tool (-silent-for, -flaps, -standby-for shorten the long faults).
 #
-#   tools/bench/failover/run.sh [RUNS]    (root: network namespaces)
+#   tools/bench/failover/run.sh [RUNS [flags]]    (root: network namespaces)
 set -euo pipefail
 
 runs=${1:-5}
@@ -22,4 +23,4 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go build -o "$work/passerelle" ./cmd/passerelle
-go run ./tools/bench/failover -firmware "$work/passerelle" -config configs/demo.yaml -runs "$runs" ${FAULTS:+-faults "$FAULTS"}
+go run ./tools/bench/failover -firmware "$work/passerelle" -config configs/demo.yaml -runs "$runs" ${FAULTS:+-faults "$FAULTS"} "${@:2}"
