@@ -3,6 +3,7 @@
 #   make demo    a virtual school network in namespaces with the firmware in it (root)
 #   make test    every test: unit tests, and lab integration tests when root
 #   make bench   the benchmarks; figures go to docs/benchmarks.md
+#   make bench-smoke  each of them once, small (the end of make test)
 #   make image   the firmware image of BOARD (default qemu-arm64; docs/image.md)
 #   make vm      boots that image in QEMU
 
@@ -17,7 +18,7 @@ LDFLAGS  := -s -w -X passerelle/pkg/version.Version=$(VERSION) -X passerelle/pkg
 # but not the 90 minutes CI allows.
 TESTFLAGS ?= -count=1 -timeout 45m
 
-.PHONY: all build cross demo test fuzz test-short bench schema docs fmt vet lab-down clean tailscaled image vm update-bundle
+.PHONY: all build cross demo test fuzz test-short bench bench-smoke schema docs fmt vet lab-down clean tailscaled image vm update-bundle
 
 all: build tailscaled
 
@@ -82,6 +83,7 @@ cross:
 test: vet cross
 	$(GO) test $(TESTFLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
+	@$(MAKE) --no-print-directory bench-smoke
 
 # Fuzz targets run briefly so a regression in input handling fails CI. Each
 # prints how many inputs it executed (its log is bin/fuzz-NAME.log) and
@@ -120,6 +122,15 @@ bench: build
 	$(GO) test -run '^$$' -bench BlockPageDuringFlood -benchtime 2000x ./pkg/status
 	$(GO) run ./tools/bench/manage push -n 10000 -ctl $(BIN)/passerellectl
 	$(GO) run ./tools/bench/manage pull -n 10000 -cycle 300s -rounds 2
+
+# Every benchmark of make bench once, at a small size, so that CI fails
+# when one stops running instead of it rotting until its next full run.
+# Figures are printed prefixed "bench-smoke:" with each one's wall time;
+# it fails on an error or missing figures, never on a figure's value
+# (docs/benchmarks.md). Lab parts take the integration lock: run it with
+# BENCH_SMOKE_LOCK= when you already hold that lock.
+bench-smoke: build
+	@bash tools/bench/smoke.sh
 
 schema:
 	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json

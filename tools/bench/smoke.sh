@@ -29,6 +29,7 @@ is_root=false
 
 results=()
 failed=0
+waited=0 # seconds spent waiting for the integration lock
 now() { date +%s.%N; }
 secs() { awk -v a="$2" -v b="$1" 'BEGIN{printf "%.1f", a-b}'; }
 
@@ -50,10 +51,11 @@ piece() {
 		"$@" 2>&1 | tee "$log" | sed -u "s/^/bench-smoke: $name: /"
 		status=${PIPESTATUS[0]}
 	fi
-	local t1 wall
+	local t1 began
 	t1=$(now)
-	wall=$(secs "$(cat "$start" 2>/dev/null || echo "$t0")" "$t1")
-	piece_wall=$wall
+	began=$(cat "$start" 2>/dev/null || echo "$t0")
+	piece_wall=$(secs "$began" "$t1")
+	waited=$(awk -v w="$waited" -v a="$began" -v b="$t0" 'BEGIN{printf "%.1f", w+a-b}')
 	if ((status != 0)); then
 		verdict "$name" "FAILED (exit status $status)"
 		return 1
@@ -174,5 +176,5 @@ fi
 piece_wall=$(secs "$all_start" "$(now)")
 echo "bench-smoke: summary (smoke sizes, not the recorded results of docs/benchmarks.md):"
 for r in "${results[@]}"; do echo "bench-smoke:   $r"; done
-echo "bench-smoke: total ${piece_wall} s, $failed failed"
+echo "bench-smoke: total ${piece_wall} s (of which ${waited} s waiting for the integration lock), $failed failed"
 ((failed == 0))
