@@ -129,8 +129,8 @@ bench: build
 # it fails on an error or missing figures, never on a figure's value
 # (docs/benchmarks.md). Lab parts take the integration lock: run it with
 # BENCH_SMOKE_LOCK= when you already hold that lock.
-bench-smoke: build
-	@bash tools/bench/smoke.sh
+bench-smoke:
+	@GO=$(GO) bash tools/bench/smoke.sh
 
 schema:
 	$(GO) run ./cmd/passerellectl schema > configs/schema/config.schema.json
