@@ -239,16 +239,7 @@ func cmdLog(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s\n", b)
 			continue
 		}
-		var attrs []string
-		for k := range r {
-			switch k {
-			case "time", "level", "msg":
-				continue
-			}
-			attrs = append(attrs, k+"="+r.Str(k))
-		}
-		slices.Sort(attrs)
-		fmt.Fprintf(stdout, "%s %-5s %s  %s\n", r.Time().Local().Format(time.DateTime), r.Str("level"), r.Str("msg"), strings.Join(attrs, " "))
+		fmt.Fprintf(stdout, "%s %-5s %s  %s\n", r.Time().Local().Format(time.DateTime), r.Str("level"), r.Str("msg"), r.Attrs())
 	}
 	return 0
 }

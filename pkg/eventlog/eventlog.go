@@ -30,6 +30,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -263,6 +265,23 @@ func (r Record) Str(key string) string {
 		b, _ := json.Marshal(v)
 		return string(b)
 	}
+}
+
+// Attrs returns the record's attributes but its time, level and message
+// as "key=value" pairs joined by spaces (`passerelle log`, the status
+// page's log), sorted by key: a record is a map, and the same record
+// must read the same every time.
+func (r Record) Attrs() string {
+	var parts []string
+	for k := range r {
+		switch k {
+		case "time", "level", "msg":
+			continue
+		}
+		parts = append(parts, k+"="+r.Str(k))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
 }
 
 // Read returns the records of the log in dir, oldest first, skipping

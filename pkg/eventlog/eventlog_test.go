@@ -127,3 +127,21 @@ func TestReadMissingIsEmpty(t *testing.T) {
 		t.Errorf("Read of a missing log: %v, %v", recs, err)
 	}
 }
+
+func TestRecordAttrsSortedWithoutTimeLevelMessage(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		rec  Record
+		want string
+	}{
+		{"only the header", Record{"time": "2026-12-05T10:00:00Z", "level": "INFO", "msg": "hello"}, ""},
+		{"sorted by key", Record{"msg": "m", "zone": "peda", "event": "status-serving", "at": "10.20.0.1:443"},
+			"at=10.20.0.1:443 event=status-serving zone=peda"},
+		{"values other than text as JSON", Record{"took": float64(1500), "ok": true, "addrs": []any{"a", "b"}},
+			`addrs=["a","b"] ok=true took=1500`},
+	} {
+		if got := c.rec.Attrs(); got != c.want {
+			t.Errorf("%s: Attrs() = %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -726,18 +726,6 @@ func (s *Server) funcs() template.FuncMap {
 		"pct":       func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
 		"explain":   func(w Why, lang string) string { return Explain(w, lang) },
 		"change":    func(r eventlog.Record, lang string) string { return ChangeText(r, lang) },
-		"attrs": func(r eventlog.Record) string {
-			var parts []string
-			for k := range r {
-				switch k {
-				case "time", "level", "msg":
-					continue
-				}
-				parts = append(parts, k+"="+r.Str(k))
-			}
-			slices.Sort(parts)
-			return strings.Join(parts, " ")
-		},
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 
 	"passerelle/pkg/boxcert"
 	"passerelle/pkg/config"
+	"passerelle/pkg/eventlog"
 	"passerelle/pkg/health"
 )
 
@@ -678,4 +680,28 @@ func testCertPEM(t *testing.T, nb, na time.Time) (certPEM, keyPEM []byte) {
 	}
 	k, _ := x509.MarshalECPrivateKey(key)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k})
+}
+
+func TestLogPageShowsEachRecordsAttributesSorted(t *testing.T) {
+	dir := t.TempDir()
+	ring, err := eventlog.Open(dir, eventlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slog.New(eventlog.NewHandler(slog.NewTextHandler(io.Discard, nil), ring)).
+		Info("configuration applied", "event", "config-applied", "source", "start", "config", "/perm/config.yaml")
+	if err := ring.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, bcryptOnce())
+	h.srv = New(Options{Source: &fakeSource{cfg: testConfig(t, bcryptOnce())}, Now: h.clock.now, EventLogDir: dir})
+	h.h = h.srv.Handler()
+	c := h.client("10.20.0.5")
+	if rec := c.login("technicien", testPassword); rec.Code != http.StatusSeeOther {
+		t.Fatalf("login: %d", rec.Code)
+	}
+	page := c.do("GET", "/log", nil).Body.String()
+	if want := "config=/perm/config.yaml event=config-applied source=start"; !strings.Contains(page, want) {
+		t.Errorf("the log page lacks %q:\n%s", want, page)
+	}
 }
