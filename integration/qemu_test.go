@@ -27,7 +27,8 @@ import (
 // the firewall and reaches "running, configured"; QEMU's power button
 // then powers it off cleanly. Then, on the same disk, the A/B updates
 // (qemu_update_test.go): one committed by the health gate, one that
-// crashes and one that hangs, both abandoned by the box itself. Skipped
+// crashes, one that hangs and one that fails its health gate, each
+// abandoned by the box itself. Skipped
 // without QEMU, its UEFI firmware, mtools or the packages in the
 // cache (tools/mkimage/fetch.sh, which .ci/run calls).
 func TestQEMUBoot(t *testing.T) {
@@ -98,7 +99,7 @@ func TestQEMUBoot(t *testing.T) {
 		t.Errorf("two builds of the same inputs differ:\n%s\n%s", sumA, sumB)
 	}
 	t.Logf("image built twice in %s:\n%s", time.Since(start).Round(time.Second), sumA)
-	// The three updates build while the first two boots run.
+	// The four updates build while the first two boots run.
 	updates := make(chan updateImages, 1)
 	if lan != nil {
 		go func() { updates <- buildUpdates(dir, goBin, mk, ctl, key, mkArgs) }()

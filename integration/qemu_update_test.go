@@ -16,9 +16,10 @@ import (
 // boots left, through the box's update API and the real update path
 // (pkg/update streams the signed bundle into the inactive slot, verifies
 // it, calls pkg/slots' TryOnce and reboots): an update to the other slot
-// that the health gate commits, then an update whose init exits at once
-// and one that hangs with the watchdog armed. Each time the box comes
-// back to the good slot by itself and reports why (slot-abandoned, the
+// that the health gate commits, then an update whose init exits at once,
+// one that hangs with the watchdog armed, and one that runs but fails its
+// health gate (it cannot reach its uplink). Each time the box comes back
+// to the good slot by itself and reports why (slot-abandoned, the
 // update-abandoned warning).
 //
 // The update API is served on the tunnel address; the image of this test
@@ -76,21 +77,30 @@ func updateConfig(t *testing.T, dir, base, ctl string) (cfg, key string) {
 	return cfg, key
 }
 
-// updateImages are the signed bundles of the three updates.
+// updateImages are the signed bundles of the four updates.
 type updateImages struct {
-	good, exit, hang string // bundle paths
-	err              error
+	good, exit, hang, unhealthy string // bundle paths
+	err                         error
 }
 
-// buildUpdates builds the three update images (versions 0.2.0, 0.3.0 with
-// the exit fault, 0.4.0 with the hang fault) with mkimage, and signs each
-// slot image as an update bundle.
+// gateFailWindow is the health gate's window of the unhealthy update's
+// test image (passerelle run --confirm-timeout on its kernel command
+// line; every other image keeps its configuration's 60 s): a gate that
+// cannot pass fails only when its window ends, so a shorter one keeps the
+// test short.
+const gateFailWindow = 15 * time.Second
+
+// buildUpdates builds the four update images (versions 0.2.0, 0.3.0 with
+// the exit fault, 0.4.0 with the hang fault, 0.5.0 with the unhealthy
+// fault and a short gate window) with mkimage, and signs each slot image
+// as an update bundle.
 func buildUpdates(dir, goBin, mk, ctl, key string, mkArgs []string) updateImages {
 	var u updateImages
 	for _, b := range []struct {
-		version, fault string
-		out            *string
-	}{{"0.2.0", "", &u.good}, {"0.3.0", "exit", &u.exit}, {"0.4.0", "hang", &u.hang}} {
+		version, fault, runArgs string
+		out                     *string
+	}{{"0.2.0", "", "", &u.good}, {"0.3.0", "exit", "", &u.exit}, {"0.4.0", "hang", "", &u.hang},
+		{"0.5.0", "unhealthy", "--confirm-timeout " + gateFailWindow.String(), &u.unhealthy}} {
 		bin := filepath.Join(dir, "passerelle-"+b.version)
 		cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w -X passerelle/pkg/version.Version="+b.version, "-o", bin, "./cmd/passerelle")
 		cmd.Dir = ".."
@@ -103,6 +113,10 @@ func buildUpdates(dir, goBin, mk, ctl, key string, mkArgs []string) updateImages
 		args := append(append([]string(nil), mkArgs...), "-passerelle", bin, "-out", out)
 		if b.fault != "" {
 			args = append(args, "-fault", b.fault)
+		}
+		if b.runArgs != "" {
+			// The last -run-args counts: the update API's, then these.
+			args = append(args, "-run-args", "--update-listen "+updateListen+" "+b.runArgs)
 		}
 		cmd = exec.Command(mk, args...)
 		cmd.Dir = ".."
@@ -121,7 +135,7 @@ func buildUpdates(dir, goBin, mk, ctl, key string, mkArgs []string) updateImages
 	return u
 }
 
-// testUpdates pushes the three updates into one VM from the LAN computer.
+// testUpdates pushes the four updates into one VM from the LAN computer.
 func testUpdates(t *testing.T, dir, disk string, lan *qemuLAN, u updateImages, ctl string) {
 	v := startVMWith(t, disk, filepath.Join(dir, "mon-update.sock"), lan.port(), true)
 	// The good slot: running, and its critical warnings known (the DNS
@@ -180,6 +194,46 @@ func testUpdates(t *testing.T, dir, disk string, lan *qemuLAN, u updateImages, c
 		if t.Failed() {
 			return
 		}
+	}
+	t.Run("update-gate-failed", func(t *testing.T) {
+		// The trial boots and runs, but nothing it sends leaves through
+		// wan0 (the unhealthy fault): its uplink never comes online, the
+		// gate's uplinks probe fails until the window ends, and the box
+		// records why and restarts into slot b by itself.
+		from = pushUpdate(t, v, lan, ctl, u.unhealthy, "0.5.0", "a", from)
+		trial := time.Now()
+		_, from = v.waitEventFrom(t, from, 60*time.Second, func(e map[string]any) bool {
+			return e["event"] == "fault-injected" && e["fault"] == "unhealthy" && e["interfaces"] != nil
+		})
+		ab, i := v.waitEventFrom(t, from, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-abandoned" })
+		decided := time.Since(trial)
+		detail, _ := ab["detail"].(string)
+		if ab["slot"] != "a" || ab["version"] != "0.5.0" || ab["reason"] != "gate-failed" {
+			t.Fatalf("abandoned: %v, want slot a, version 0.5.0, reason gate-failed", ab)
+		}
+		// The probe that failed is named first: uplinks, for the reason
+		// the fault causes.
+		if !strings.HasPrefix(detail, "gate failed: uplinks: ") {
+			t.Errorf("abandoned with detail %q, want the uplinks probe's failure", detail)
+		}
+		back, i := v.waitEventFrom(t, i, 120*time.Second, func(e map[string]any) bool { return e["event"] == "slot-booted" })
+		if back["slot"] != "b" || back["trying"] != false || back["version"] != "0.2.0" || back["boot_slot"] != "b" {
+			t.Fatalf("after the failed gate the box booted %v, want the committed slot b (0.2.0)", back)
+		}
+		t.Logf("gate-failed: trial abandoned %.0f s after its boot (window %s), back on slot b %.0f s after it",
+			decided.Seconds(), gateFailWindow, time.Since(trial).Seconds())
+		w, _ := v.waitEventFrom(t, i, 60*time.Second, func(e map[string]any) bool {
+			return e["event"] == "health-raised" && e["code"] == "update-abandoned"
+		})
+		if want := "update to slot A (version 0.5.0) abandoned: " + detail; w["message"] != want {
+			t.Errorf("warning %q, want %q", w["message"], want)
+		}
+		_, from = v.waitEventFrom(t, i, 90*time.Second, func(e map[string]any) bool {
+			return e["event"] == "dns-lists-missing" || e["event"] == "dns-lists-loaded"
+		})
+	})
+	if t.Failed() {
+		return
 	}
 	powerOff(t, v)
 }

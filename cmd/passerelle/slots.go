@@ -9,6 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
 	"passerelle/pkg/boot"
 	"passerelle/pkg/box"
 	"passerelle/pkg/config"
@@ -26,14 +30,19 @@ import (
 // restarts into the committed one.
 
 // Events of the fault hook.
-const evFaultInjected = "fault-injected" // fault: exit or hang
+const evFaultInjected = "fault-injected" // fault: exit, hang or unhealthy (with interfaces)
 
 // faultPath is the TEST HOOK of the image builder (tools/mkimage -fault):
 // present only in the bad update slots that integration/qemu_test.go
-// builds, it makes PID 1 exit (a crash: the kernel panics and restarts)
-// or hang with the watchdog armed and never kicked. Read only by PID 1,
-// only when it exists.
+// builds, it makes PID 1 exit (a crash: the kernel panics and restarts),
+// hang with the watchdog armed and never kicked, or run normally on a box
+// that cannot reach its uplinks ("unhealthy": see cutUplinks), so the
+// health gate fails. Read only by PID 1, only when it exists.
 const faultPath = "/etc/passerelle/fault"
+
+// faultTable is the test hook's own nftables table ("unhealthy"): not
+// the firewall's, which replaces only its own table and so leaves it be.
+const faultTable = "passerelle-fault"
 
 // slotState is the daemon's part of the slots; s is nil unless PID 1.
 type slotState struct {
@@ -83,6 +92,25 @@ func (d *daemon) hangIfAsked() {
 	for {
 		time.Sleep(time.Hour) // a timer, so the runtime never sees a deadlock and exits
 	}
+}
+
+// unhealthyIfAsked is the test hook's "unhealthy": called with the
+// starting configuration before its first apply, so the uplinks never get
+// an answer (see cutUplinks); the daemon then runs as usual.
+func (d *daemon) unhealthyIfAsked(cfg *config.Config) {
+	if d.sl.fault != "unhealthy" || cfg == nil {
+		return
+	}
+	ifs := make([]string, 0, len(cfg.Uplinks))
+	for _, u := range cfg.Uplinks {
+		ifs = append(ifs, u.Interface)
+	}
+	if err := cutUplinks(ifs); err != nil {
+		d.log.Error("TEST IMAGE: the unhealthy fault could not be set up", "err", err)
+		return
+	}
+	d.log.Warn("TEST IMAGE: nothing the box sends leaves through its uplinks", "event", evFaultInjected,
+		"fault", "unhealthy", "interfaces", ifs)
 }
 
 // slotGate runs on a trial boot once the daemon runs: the same probes
@@ -139,6 +167,37 @@ func (d *daemon) slotGate(ctx context.Context, cfg *config.Config, applied bool)
 			fmt.Sprintf("The new system passed its health gate but could not be committed: %v", err))
 		fail(slots.ReasonBootFail, "the health gate passed but the commit failed: "+err.Error())
 	}
+}
+
+// cutUplinks is the test hook's "unhealthy": a table of its own whose
+// output chain drops every packet the box sends through the uplinks'
+// interfaces, as a new system whose firewall or routing were broken: the
+// uplinks' probes (and DHCP renewals) get no answer, so the uplinks go
+// offline and the health gate's uplinks probe fails, for a real reason,
+// while the daemon itself runs normally. The table lives until the
+// restart into the committed slot.
+func cutUplinks(ifaces []string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("fault hook: nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: faultTable})
+	accept := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	for _, name := range ifaces {
+		b := make([]byte, unix.IFNAMSIZ) // the kernel's name, zero padded: an exact match
+		copy(b, name)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("fault hook: table %s: %w", faultTable, err)
+	}
+	return nil
 }
 
 // The image's slots are the update service's target (pkg/update declares

@@ -45,7 +45,7 @@ func main() {
 	flag.StringVar(&o.grubDeb, "grub-deb", "", "Debian grub-efi-arm64-bin package (.deb): GRUB of the A/B boards (boot_count: grub-env)")
 	flag.IntVar(&o.slotMiB, "slot-mib", 96, "size of each system slot in MiB (A/B boards)")
 	flag.StringVar(&o.runArgs, "run-args", "", "more arguments of passerelle run on the kernel command line (the qemu test: --update-listen ADDR)")
-	flag.StringVar(&o.fault, "fault", "", "TEST HOOK: exit or hang; adds /etc/passerelle/fault to the initramfs, which makes PID 1 exit or hang after its trial record (integration/qemu_test.go builds its bad updates so)")
+	flag.StringVar(&o.fault, "fault", "", "TEST HOOK: exit, hang or unhealthy; adds /etc/passerelle/fault to the initramfs, which makes PID 1 exit or hang after its trial record, or drop what the box sends through its uplinks before its trial's health gate (integration/qemu_test.go builds its bad updates so)")
 	flag.Parse()
 	if err := build(o); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
@@ -119,11 +119,11 @@ func build(o options) error {
 	)
 	switch o.fault {
 	case "":
-	case "exit", "hang":
+	case "exit", "hang", "unhealthy":
 		fmt.Fprintf(os.Stderr, "mkimage: TEST IMAGE: %s says %q\n", FaultPath, o.fault)
 		files = append(files, entry{name: strings.TrimPrefix(FaultPath, "/"), mode: sIFREG | 0o644, data: []byte(o.fault + "\n")})
 	default:
-		return fmt.Errorf("-fault %q: want exit or hang", o.fault)
+		return fmt.Errorf("-fault %q: want exit, hang or unhealthy", o.fault)
 	}
 	if o.debs != "" {
 		tools, err := ext4Tools(o.debs, filepath.Join(tmp, "debs"))
