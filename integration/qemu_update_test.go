@@ -220,8 +220,8 @@ func testUpdates(t *testing.T, dir, disk string, lan *qemuLAN, u updateImages, c
 		if back["slot"] != "b" || back["trying"] != false || back["version"] != "0.2.0" || back["boot_slot"] != "b" {
 			t.Fatalf("after the failed gate the box booted %v, want the committed slot b (0.2.0)", back)
 		}
-		t.Logf("gate-failed: trial abandoned %.0f s after its boot (window %s), back on slot b %.0f s after it",
-			decided.Seconds(), gateFailWindow, time.Since(trial).Seconds())
+		t.Logf("gate-failed: trial abandoned %.0f s after its boot (window %s; %s), back on slot b %.0f s after it",
+			decided.Seconds(), gateFailWindow, detail, time.Since(trial).Seconds())
 		w, _ := v.waitEventFrom(t, i, 60*time.Second, func(e map[string]any) bool {
 			return e["event"] == "health-raised" && e["code"] == "update-abandoned"
 		})
