@@ -15,8 +15,8 @@ import (
 
 const updateUsage = `usage: passerellectl update sign --key FILE --board BOARD --version V [--expires 168h]
            [--uai UAI...] [--file PATH...] [--json] --out BUNDLE SLOT_IMAGE
-       passerellectl update push [--reboot [--wait 15m]] [--json] (--box URL | --inventory CSV --url TEMPLATE)
-           [--waves 1%,10%,50%,100%] [--max-failure 5%] [--parallel 8] BUNDLE
+       passerellectl update push [--reboot [--wait 15m]] [--json] (--box URL [--fingerprint FP] | --inventory CSV --url TEMPLATE)
+           [--waves 1%,10%,50%,100%] [--max-failure 5%] [--parallel 8] [--known-boxes FILE] BUNDLE
        passerellectl update show BUNDLE
 
 sign: writes a firmware update bundle (docs/updates.md): a manifest (board,
@@ -39,7 +39,7 @@ above --max-failure. A box already running the version counts as done.
 Exit status 1 if any box failed or the push stopped.
 
 show: prints a bundle's manifest (its signature is not checked here).
-`
+` + trustUsage
 
 func cmdUpdate(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
