@@ -172,8 +172,8 @@ func (d *daemon) slotGate(ctx context.Context, cfg *config.Config, applied bool)
 // cutUplinks is the test hook's "unhealthy": a table of its own whose
 // output chain drops every packet the box sends through the uplinks'
 // interfaces, as a new system whose firewall or routing were broken: the
-// uplinks' probes (and DHCP renewals) get no answer, so the uplinks go
-// offline and the health gate's uplinks probe fails, for a real reason,
+// kernel refuses the uplinks' probes (EPERM) and DHCP renewals, so the
+// uplinks go offline and the health gate's uplinks probe fails, for a real reason,
 // while the daemon itself runs normally. The table lives until the
 // restart into the committed slot.
 func cutUplinks(ifaces []string) error {
