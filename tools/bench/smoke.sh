@@ -155,9 +155,11 @@ fi
 # The Go benchmarks of make bench, each run once (-benchtime 1x).
 if want gobench; then
 	piece gobench nolock bash -c "$GO test -run '^\$' -bench 'Load5M|Build5M' -benchtime 1x ./pkg/ut1 ./pkg/domainset &&
-		$GO test -run '^\$' -bench . -benchtime 1x ./pkg/dhcpd ./pkg/timesync" &&
+		$GO test -run '^\$' -bench . -benchtime 1x ./pkg/dhcpd ./pkg/timesync &&
+		$GO test -run '^\$' -bench BlockPageDuringFlood -benchtime 50x ./pkg/status" &&
 		expect gobench 2 '^Benchmark(Load|Build)5M-[0-9]+[[:space:]]+1[[:space:]]+[0-9]+ ns/op' &&
 		expect gobench 8 '^Benchmark[A-Za-z0-9/=_-]+[[:space:]]+1[[:space:]]+[0-9]+ ns/op' &&
+		expect gobench 1 '^BenchmarkBlockPageDuringFlood[A-Za-z0-9/=_-]*[[:space:]]+50[[:space:]]+[0-9.]+ ns/op' &&
 		verdict gobench ok
 fi
 
