@@ -92,7 +92,17 @@ func TestTCPConnectionBudgets(t *testing.T) {
 		per[from] = holdTCP(t, from, ts.addrs["admin"], 10)
 		more = append(more, per[from]...)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Accepts are asynchronous: wait until the server has decided on all
+	// 30 (the 20 free slots, then each one admitted by evicting one of
+	// the hog's, or refused). A fixed 100 ms failed once under load.
+	decided := func() float64 {
+		return 20 + testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("peda", "evicted")) +
+			testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("admin", "evicted")) +
+			testutil.ToFloat64(ts.f.m.tcpRefused.WithLabelValues("admin", "total"))
+	}
+	for deadline := time.Now().Add(5 * time.Second); decided() < 30 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n, h := stillOpen(more), stillOpen(hog); n+h != total || h >= maxTCPPerClient {
 		t.Errorf("%d new and %d of the hog's connections open, want %d in all, fewer of the hog's than %d", n, h, total, maxTCPPerClient)
 	}
