@@ -63,7 +63,9 @@
 // uplink's table (Renater) while the uplink manager says it is usable, and
 // the table of new flows (the active uplink) otherwise. So the tunnel rides
 // Renater when both links are up, follows a failover to the backup, and
-// returns to Renater when it is back. tailscaled has no per-socket mark
+// returns to Renater when it is back. Without an uplink named renater, the
+// preferred one is the only uplink of the lowest priority (none when
+// several share it). tailscaled has no per-socket mark
 // option; a rule on its mark does the same without patching it.
 //
 // Observation (observe.go): Run polls the LocalAPI (Status, and a disco

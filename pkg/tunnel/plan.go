@@ -58,12 +58,32 @@ func Compile(cfg *config.Config) (*Plan, error) {
 	if p.Hostname == "" {
 		p.Hostname = "passerelle-" + strings.ToLower(cfg.Identity.UAI)
 	}
-	for _, u := range cfg.Uplinks {
-		if u.Name == PreferredUplink {
-			p.PreferUplink = u.Name
+	p.PreferUplink = preferredUplink(cfg.Uplinks)
+	return p, nil
+}
+
+// preferredUplink is the uplink the tunnel rides while it is usable: the
+// one named renater, else the only uplink of the lowest priority (a school
+// whose links are named otherwise, e.g. fibre and backup4g). Uplinks
+// sharing the lowest priority share new flows: the tunnel then follows the
+// uplink of new flows, with no preference.
+func preferredUplink(ups []config.Uplink) string {
+	if i := slices.IndexFunc(ups, func(u config.Uplink) bool { return u.Name == PreferredUplink }); i >= 0 {
+		return ups[i].Name
+	}
+	best, ties := -1, 0
+	for i, u := range ups {
+		switch {
+		case best < 0 || u.Priority < ups[best].Priority:
+			best, ties = i, 1
+		case u.Priority == ups[best].Priority:
+			ties++
 		}
 	}
-	return p, nil
+	if ties != 1 {
+		return ""
+	}
+	return ups[best].Name
 }
 
 // ConfigFile renders tailscaled's declarative configuration

@@ -175,3 +175,27 @@ func TestSummariseFindsTheAcademyRouterAndPath(t *testing.T) {
 		t.Errorf("another school's box is not the academy: %+v", s)
 	}
 }
+
+// TestPreferredUplinkIsRenaterElseTheOnlyMostPreferred: the tunnel rides
+// Renater by name, else the one uplink of the lowest priority; links that
+// share new flows give it no preference.
+func TestPreferredUplinkIsRenaterElseTheOnlyMostPreferred(t *testing.T) {
+	up := func(name string, prio int) config.Uplink { return config.Uplink{Name: name, Priority: prio} }
+	for _, tc := range []struct {
+		name string
+		ups  []config.Uplink
+		want string
+	}{
+		{"renater first", []config.Uplink{up("renater", 1), up("backup", 2)}, "renater"},
+		{"renater named, even listed second", []config.Uplink{up("fibre", 1), up("renater", 1)}, "renater"},
+		{"no renater: the lowest priority", []config.Uplink{up("backup4g", 2), up("fibre", 1)}, "fibre"},
+		{"a single uplink", []config.Uplink{up("fibre", 1)}, "fibre"},
+		{"two share new flows: no preference", []config.Uplink{up("fibre", 1), up("cable", 1), up("backup4g", 2)}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := preferredUplink(tc.ups); got != tc.want {
+				t.Errorf("preferred %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
