@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -36,11 +35,9 @@ func cmdCert(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, certUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("cert push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, certUsage) }
+	fs := newFlagSet("cert push", certUsage, stderr)
 	var keys keyFlags
-	fs.Var(&keys, "key", "signing key `file` (keygen); repeat for several signatures")
+	keys.register(fs)
 	uai := fs.String("uai", "", "the box's `UAI` (its identity.uai): the certificate is signed for it alone")
 	box := fs.String("box", "", "the box's management API `URL`, e.g. https://100.64.0.7:8443")
 	expires := fs.Duration("expires", 24*time.Hour, "how long the signed certificate may be installed")

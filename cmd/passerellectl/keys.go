@@ -33,9 +33,7 @@ type keyFile struct {
 }
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, keygenUsage) }
+	fs := newFlagSet("keygen", keygenUsage, stderr)
 	id := fs.String("id", "", "key `name`, e.g. noc-lille-2026")
 	out := fs.String("out", "", "private key `file` to create")
 	asJSON := fs.Bool("json", false, "print the public key as JSON")
@@ -88,6 +86,11 @@ type keyFlags []string
 
 func (k *keyFlags) String() string     { return strings.Join(*k, ",") }
 func (k *keyFlags) Set(s string) error { *k = append(*k, s); return nil }
+
+// register adds --key to fs: every command that signs takes it the same way.
+func (k *keyFlags) register(fs *flag.FlagSet) {
+	fs.Var(k, "key", "signing key `file` (keygen); repeat for several signatures")
+}
 
 func (k keyFlags) load() ([]manage.Key, error) {
 	if len(k) == 0 {

@@ -235,9 +235,7 @@ func (f *rolloutFlags) rollout(targets []manage.Target, pins *boxcert.Pins, o ma
 }
 
 func cmdPush(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, pushUsage) }
+	fs := newFlagSet("push", pushUsage, stderr)
 	var so signOpts
 	so.register(fs, 72*time.Hour)
 	var rf rolloutFlags
@@ -286,9 +284,7 @@ func cmdPush(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, statusUsage) }
+	fs := newFlagSet("status", statusUsage, stderr)
 	var tf targetFlags
 	tf.register(fs)
 	var trust trustFlags
@@ -339,9 +335,7 @@ func cmdGenerations(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, generationsUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("generations", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, generationsUsage) }
+	fs := newFlagSet("generations", generationsUsage, stderr)
 	box := fs.String("box", "", "the box's management API `URL`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	to := fs.Int("to", 0, "generation to roll back to")

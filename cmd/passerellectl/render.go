@@ -53,9 +53,7 @@ type renderProblem struct {
 }
 
 func cmdRender(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("render", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, renderUsage) }
+	fs := newFlagSet("render", renderUsage, stderr)
 	tmplPath := fs.String("template", "", "configuration `template` (Go text/template producing YAML)")
 	invPath := fs.String("inventory", "", "NOC inventory `CSV`, one row per school")
 	outDir := fs.String("out", "", "output `directory`, created if missing")

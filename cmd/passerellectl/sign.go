@@ -44,7 +44,7 @@ type signOpts struct {
 }
 
 func (o *signOpts) register(fs *flag.FlagSet, expires time.Duration) {
-	fs.Var(&o.keys, "key", "signing key `file` (keygen); repeat for several signatures")
+	o.keys.register(fs)
 	fs.Uint64Var(&o.version, "version", 0, "bundle version (default: the current Unix time in seconds)")
 	fs.DurationVar(&o.expires, "expires", expires, "how long the bundle may be applied")
 }
@@ -90,9 +90,7 @@ func (s *signer) text(uai, name, text string) ([]byte, error) {
 }
 
 func cmdSign(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, signUsage) }
+	fs := newFlagSet("sign", signUsage, stderr)
 	var so signOpts
 	so.register(fs, 72*time.Hour)
 	out := fs.String("out", "", "bundle `file` (default stdout)")
@@ -137,9 +135,7 @@ type publishReport struct {
 }
 
 func cmdPublish(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, publishUsage) }
+	fs := newFlagSet("publish", publishUsage, stderr)
 	var so signOpts
 	so.register(fs, 7*24*time.Hour)
 	out := fs.String("out", "", "`directory` to publish into")

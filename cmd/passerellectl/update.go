@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -72,11 +71,9 @@ func (l *listFlags) Set(s string) error {
 }
 
 func cmdUpdateSign(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("update sign", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, updateUsage) }
+	fs := newFlagSet("update sign", updateUsage, stderr)
 	var keys keyFlags
-	fs.Var(&keys, "key", "signing key `file` (keygen); repeat for several signatures")
+	keys.register(fs)
 	board := fs.String("board", "", "the board the image is built for, e.g. qemu-arm64")
 	ver := fs.String("version", "", "the firmware version in the image (semantic: 0.2.0)")
 	expires := fs.Duration("expires", 7*24*time.Hour, "how long the boxes may install it")
@@ -152,9 +149,7 @@ func cmdUpdateShow(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdUpdatePush(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("update push", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, updateUsage) }
+	fs := newFlagSet("update push", updateUsage, stderr)
 	var rf rolloutFlags
 	// Images are large: fewer at once than configurations.
 	rf.register(fs, 8)
