@@ -434,7 +434,12 @@ func (t *Tunnel) handshakeAfterRestart(ctx context.Context, p *Plan, since time.
 			return
 		}
 		if err := t.restartEngine(ctx); err != nil {
-			t.log.Warn("tailscaled's WireGuard session not restarted: the tunnel may take seconds longer to come back", "err", err)
+			// The engine may be left off (WantRunning false): only a new
+			// tailscaled, which starts from its config file, is sure to run.
+			t.log.Warn("tailscaled's WireGuard session not restarted: restarting tailscaled", "err", err)
+			if err := t.opts.Supervisor.Restart(ServiceName); err != nil {
+				t.log.Error("tailscaled not restarted: the tunnel may stay down until the next change", "err", err)
+			}
 			return
 		}
 		t.log.Info("no WireGuard handshake with the academy since the restart: new session started", "event", "tunnel-handshake-retry",
